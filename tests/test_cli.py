@@ -1,0 +1,175 @@
+"""`evalkit run summarization` end to end: files, exit codes, resume, bad input."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from evalkit.cli import main
+from tests.helpers import build_tiny_causal_lm, write_jsonl
+
+ROOT = Path(__file__).resolve().parents[1]
+METRICS = {"rouge1", "rouge2", "rougeL", "meteor", "bertscore", "bertscore_precision", "bertscore_recall"}
+
+
+@pytest.fixture(scope="module")
+def tiny_model(tmp_path_factory) -> Path:
+    return build_tiny_causal_lm(tmp_path_factory.mktemp("tiny") / "model")
+
+
+@pytest.fixture()
+def byo_dataset(tmp_path, news_records) -> Path:
+    rows = [{"id": r["id"], "document": r["document"], "summary": r["summary"],
+             "output": r["document"].split(". ")[0] + "."} for r in news_records[:12]]
+    rows[3]["output"] = ""  # an empty output is a legitimate (bad) answer, scored as such
+    return write_jsonl(tmp_path / "byo.jsonl", rows)
+
+
+def evalkit_cli(*args: str, cwd: Path = ROOT) -> subprocess.CompletedProcess:
+    env = {**os.environ, "HF_HUB_OFFLINE": "1"}
+    return subprocess.run([sys.executable, "-m", "evalkit", *args], capture_output=True, text=True, cwd=cwd,
+                          env=env, timeout=600)
+
+
+def read_run(out: Path) -> tuple[dict, list[dict]]:
+    results = json.loads((out / "results.json").read_text())
+    records = [json.loads(line) for line in (out / "records.jsonl").read_text().splitlines()]
+    return results, records
+
+
+def test_bring_your_own_outputs_writes_the_documented_files(tmp_path, byo_dataset):
+    out = tmp_path / "run"
+    proc = evalkit_cli("run", "summarization", "--dataset", str(byo_dataset), "--output-field", "output",
+                       "--output-dir", str(out), "--no-progress")
+    assert proc.returncode == 0, proc.stderr
+    assert "rouge2" in proc.stdout and "wrote" in proc.stdout
+    results, records = read_run(out)
+    assert set(results["metrics"]) == METRICS
+    for name, summary in results["metrics"].items():
+        assert set(summary) == {"mean", "std", "n", "ci95"}, name
+        assert summary["n"] == 12 and summary["ci95"][0] <= summary["mean"] <= summary["ci95"][1]
+    assert results["model"] is None and results["output_field"] == "output"
+    assert results["dataset"]["sha256"] == __import__("hashlib").sha256(byo_dataset.read_bytes()).hexdigest()
+    assert results["metric_settings"]["bertscore"]["model"] == "all-MiniLM-L6-v2"
+    assert results["metric_settings"]["bertscore"]["num_layers"] == 6
+    assert results["counts"] == {"rows": 12, "records": 12, "scored": 12, "errors": 0, "skipped_invalid": 0}
+    assert {"torch", "nltk", "rouge-score", "bert-score", "evalkit"} <= set(results["versions"])
+    assert "scoring_s" in results["timings"] and results["seed"] == 0
+    assert [r["id"] for r in records] == [f"news-{i:03d}" for i in range(1, 13)]
+    assert set(records[0]) == {"id", "model_input", "prompt", "model_output", "target_output", "scores",
+                               "error"}
+    assert records[3]["model_output"] == "" and records[3]["scores"]["rouge1"] == 0.0
+    assert set(records[0]["scores"]) == METRICS
+    assert (out / "report.html").stat().st_size > 10_000
+    assert not list(out.glob(".*.tmp")), "temporary files left behind"
+
+
+def test_generation_with_a_local_model_then_resume(tmp_path, tiny_model, news_records):
+    data = write_jsonl(tmp_path / "d.jsonl", news_records[:6])
+    out = tmp_path / "run"
+    args = ["run", "summarization", "--model", f"hf:{tiny_model}", "--dataset", str(data), "--output-dir",
+            str(out), "--max-new-tokens", "8", "--batch-size", "4", "--no-progress", "--no-report"]
+    assert main(args) == 0
+    results, records = read_run(out)
+    assert results["model"] == f"hf:{tiny_model}" and "$model_input" in results["prompt_template"]
+    assert results["runner"]["resumed_records"] == 0
+    assert records[0]["prompt"].startswith("Summarize the following text in one sentence: ")
+    assert records[0]["prompt"].endswith(news_records[0]["document"])
+    assert all(isinstance(r["model_output"], str) and r["error"] is None for r in records)
+
+    # A second run in the same directory reuses every finished generation.
+    assert main(args) == 0
+    again, records_again = read_run(out)
+    assert again["runner"]["resumed_records"] == 6
+    assert [r["model_output"] for r in records_again] == [r["model_output"] for r in records]
+
+    # An interrupted run: keep two finished generations and a line cut in half.
+    cache = out / "generations.jsonl"
+    lines = cache.read_text().splitlines()
+    cache.write_text("\n".join(lines[:3]) + "\n" + lines[3][:20])
+    assert main(args) == 0
+    resumed, records_resumed = read_run(out)
+    assert resumed["runner"]["resumed_records"] == 2
+    assert [r["model_output"] for r in records_resumed] == [r["model_output"] for r in records]
+
+    # Different generation settings must not reuse old outputs.
+    assert main([*args[:-4], "--max-new-tokens", "4", "--no-progress", "--no-report"]) == 0
+    assert read_run(out)[0]["runner"]["resumed_records"] == 0
+
+
+def test_python_api_returns_a_dataframe(tmp_path, byo_dataset):
+    import evalkit
+
+    result = evalkit.evaluate_summarization(str(byo_dataset), output_field="output",
+                                            output_dir=str(tmp_path / "api"), progress=False,
+                                            write_report=False)
+    frame = result.to_pandas()
+    assert len(frame) == 12 and set(frame.columns) >= METRICS
+    assert frame["rouge1"].mean() == pytest.approx(result.metrics["rouge1"]["mean"])
+    assert list(result.metrics_frame().index) == list(result.metrics)
+    loaded = evalkit.load_run(tmp_path / "api")
+    assert loaded.results == result.results
+
+
+@pytest.mark.parametrize(("extra", "message"), [
+    (["--prompt-template", "Summarize: {document}"], "$model_input"),
+    (["--model", "hf:x", "--output-field", "output"], "not both"),
+    ([], "--model is required"),
+    (["--output-field", "output", "--target-field", "nope"], ":1: missing field (field 'nope')"),
+    (["--output-field", "output", "--max-samples", "0"], "positive integer"),
+])
+def test_usage_and_input_errors_exit_2_with_one_line(tmp_path, byo_dataset, extra, message, capsys):
+    code = main(["run", "summarization", "--dataset", str(byo_dataset), "--output-dir", str(tmp_path / "o"),
+                 "--no-progress", *extra])
+    err = capsys.readouterr().err
+    assert code == 2 and message in err and "Traceback" not in err
+
+
+def test_bad_record_names_file_line_field_and_skip_invalid_counts_it(tmp_path, news_records):
+    rows = [dict(r, output="An output.") for r in news_records[:5]]
+    path = tmp_path / "d.jsonl"
+    lines = [json.dumps(r) for r in rows]
+    lines[2] = lines[2].replace('"summary"', '"summry"')
+    lines.insert(4, '{"id": "broken", ')
+    path.write_text("\n".join(lines) + "\n")
+    base = ["run", "summarization", "--dataset", str(path), "--output-field", "output", "--no-progress",
+            "--output-dir", str(tmp_path / "o"), "--no-report"]
+    proc = evalkit_cli(*base)
+    assert proc.returncode == 2
+    assert f"{path}:3: missing field (field 'summary')" in proc.stderr and "Traceback" not in proc.stderr
+    assert main([*base, "--skip-invalid"]) == 0
+    results, records = read_run(tmp_path / "o")
+    assert results["counts"]["skipped_invalid"] == 2 and results["counts"]["records"] == 4
+    assert [r["line"] for r in results["invalid_records"]] == [3, 5]
+
+
+def test_unavailable_model_is_one_line_exit_2(tmp_path, byo_dataset):
+    proc = evalkit_cli("run", "summarization", "--model", "hf:no-such-org/no-such-model", "--dataset",
+                       str(byo_dataset), "--output-dir", str(tmp_path / "o"), "--no-progress")
+    assert proc.returncode == 2, proc.stderr
+    assert "Traceback" not in proc.stderr and len(proc.stderr.strip().splitlines()) == 1
+
+
+def test_help_imports_no_heavy_library():
+    code = ("import sys, evalkit.cli as c; c.build_parser().format_help(); "
+            "print([m for m in ('torch', 'transformers', 'numpy', 'pandas', 'nltk') if m in sys.modules])")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    assert out.strip() == "[]"
+
+
+@pytest.mark.slow
+def test_smollm2_end_to_end(tmp_path, news_records):
+    data = write_jsonl(tmp_path / "d.jsonl", news_records[:3])
+    out = tmp_path / "smol"
+    proc = evalkit_cli("run", "summarization", "--model", "hf:smollm2", "--dataset", str(data),
+                       "--output-dir", str(out), "--max-new-tokens", "40", "--no-progress")
+    assert proc.returncode == 0, proc.stderr
+    results, records = read_run(out)
+    assert all(r["model_output"] and "<|im_start|>" not in r["model_output"] for r in records)
+    assert results["metrics"]["bertscore"]["mean"] > 0.3 and results["metrics"]["rouge1"]["mean"] > 0.1
+    assert results["runner"]["spec"] == "hf:smollm2"
