@@ -1,0 +1,459 @@
+"""Local Hugging Face transformers runner: ``hf:smollm2``, ``hf:/path/to/model``, ``hf:org/name``.
+
+The model is loaded once, at construction, and generates greedily in left-padded batches. Prompts are
+sorted by token length before batching (less padding) and results come back in the caller's order;
+a batch gives the same completions as generating the prompts one at a time.
+
+torch and transformers are imported here, so this module is imported lazily (``RUNNERS`` maps the
+``hf`` prefix to it) and ``evalkit --help`` never pays for them.
+"""
+
+from __future__ import annotations
+
+import copy
+import re
+import sys
+import time
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from evalkit.errors import EvalkitError, ResourceMissingError, UsageError
+from evalkit.resources.models import MODEL_ALIASES, resolve_model_alias
+from evalkit.runners.base import RUNNERS, Runner, RunnerOptions
+
+# End-of-turn markers of common chat templates. One is added to the stop tokens when the chat template
+# in use mentions it and the vocabulary has it: a chat model's turn ends there even where the
+# tokenizer's eos_token says otherwise (SmolLM2's GGUF tokenizer reports <|im_start|> as eos).
+END_OF_TURN_TOKENS = ("<|im_end|>", "<|eot_id|>", "<end_of_turn>", "<|end|>", "<|endoftext|>")
+
+_DTYPE_NAMES = {
+    "float32": "float32", "fp32": "float32", "float": "float32",
+    "bfloat16": "bfloat16", "bf16": "bfloat16",
+    "float16": "float16", "fp16": "float16", "half": "float16",
+}
+_HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*(/[\w.-]+)?$")
+
+
+def resolve_device(name: str) -> str:
+    """``auto`` -> ``cuda`` when available, else ``cpu``; ``cpu``, ``cuda`` and ``cuda:N`` as given."""
+    value = (name or "auto").strip().lower()
+    if value == "auto":
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    if value == "cpu":
+        return "cpu"
+    if re.fullmatch(r"cuda(:\d+)?", value):
+        if not torch.cuda.is_available():
+            raise UsageError(f"device '{name}' requested but CUDA is not available; use --device cpu or auto")
+        return value
+    raise UsageError(f"unknown device '{name}'; use auto, cpu, cuda or cuda:N")
+
+
+def resolve_dtype(name: str, device: str) -> torch.dtype:
+    """``auto`` -> float32 on CPU, bfloat16 on CUDA where supported (else float16)."""
+    value = (name or "auto").strip().lower()
+    if value == "auto":
+        if device.startswith("cuda"):
+            return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
+        return torch.float32
+    if value not in _DTYPE_NAMES:
+        raise UsageError(f"unknown dtype '{name}'; use auto, float32, bfloat16 or float16")
+    return getattr(torch, _DTYPE_NAMES[value])
+
+
+def _first_line(exc: BaseException, limit: int = 200) -> str:
+    text = str(exc).strip().splitlines()
+    line = text[0].strip() if text else type(exc).__name__
+    return line if len(line) <= limit else line[: limit - 3] + "..."
+
+
+@contextmanager
+def _quiet_transformers() -> Iterator[None]:
+    """Hide transformers' load-time chatter (e.g. the GGUF 'legacy tokenizer' notice)."""
+    from transformers.utils import logging as hf_logging
+
+    level = hf_logging.get_verbosity()
+    hf_logging.set_verbosity_error()
+    try:
+        yield
+    finally:
+        hf_logging.set_verbosity(level)
+
+
+def resolve_source(target: str) -> dict[str, Any]:
+    """Where ``target`` (alias, local dir, local .gguf file or hub id) is loaded from.
+
+    Returns ``{"kind": "alias"|"local"|"hub", "path": str, "gguf_file": str|None, "alias": str|None}``.
+    """
+    target = target.strip()
+    if not target:
+        raise UsageError("empty model name after 'hf:'; try hf:smollm2 or hf:/path/to/model")
+    alias = resolve_model_alias(target)
+    if alias is not None:
+        return {"kind": "alias", "path": alias["path"], "gguf_file": alias["gguf_file"],
+                "alias": alias["alias"]}
+    local = Path(target).expanduser()
+    if local.is_file():
+        if local.suffix.lower() != ".gguf":
+            raise UsageError(f"model file {local} is not a .gguf file; pass a model directory or a .gguf file")
+        return {"kind": "local", "path": str(local.parent.resolve()), "gguf_file": local.name, "alias": None}
+    if local.is_dir():
+        if not (local / "config.json").is_file():
+            ggufs = sorted(p.name for p in local.glob("*.gguf"))
+            if len(ggufs) == 1:
+                return {"kind": "local", "path": str(local.resolve()), "gguf_file": ggufs[0], "alias": None}
+            what = f"{len(ggufs)} .gguf files (pass one: hf:{local}/FILE.gguf)" if ggufs else "no config.json"
+            raise ResourceMissingError(
+                f"{local} is not a transformers model directory ({what}); "
+                "pass a directory saved with save_pretrained"
+            )
+        return {"kind": "local", "path": str(local.resolve()), "gguf_file": None, "alias": None}
+    if not _HUB_ID.match(target) or target.startswith((".", "~")):
+        raise ResourceMissingError(f"model path {target} does not exist; pass an existing local model directory")
+    return {"kind": "hub", "path": target, "gguf_file": None, "alias": None}
+
+
+def _hub_missing_message(target: str) -> str:
+    try:
+        from huggingface_hub.constants import HF_HUB_CACHE as cache
+    except ImportError:  # pragma: no cover - huggingface_hub comes with transformers
+        cache = "the Hugging Face cache"
+    aliases = ", ".join(f"hf:{a}" for a in sorted(MODEL_ALIASES))
+    return (
+        f"model '{target}' is neither a local path nor in the Hugging Face cache ({cache}); "
+        f"pass a local model directory (hf:/path/to/model) or an alias ({aliases}), "
+        f"or fetch it into the cache with network access (huggingface-cli download {target}) "
+        "or point HF_HOME at a cache that has it"
+    )
+
+
+class HFRunner(Runner):
+    """Greedy, batched generation with a local transformers causal LM, loaded once here."""
+
+    def __init__(self, target: str, options: RunnerOptions | None = None):
+        self.options = options or RunnerOptions()
+        self.target = target
+        self.spec = f"hf:{target}"
+        if self.options.batch_size < 1:
+            raise UsageError(f"batch size must be at least 1, got {self.options.batch_size}")
+        if self.options.max_new_tokens < 1:
+            raise UsageError(f"max new tokens must be at least 1, got {self.options.max_new_tokens}")
+        self.device = resolve_device(self.options.device)
+        self.dtype = resolve_dtype(self.options.dtype, self.device)
+        self.source = resolve_source(target)
+
+        torch.manual_seed(self.options.seed)
+        started = time.perf_counter()
+        self.tokenizer, self.model = self._load()
+        self.load_seconds = time.perf_counter() - started
+
+        tok = self.tokenizer
+        self.uses_chat_template = bool(self.options.use_chat_template and getattr(tok, "chat_template", None))
+        self.stop_token_ids = self._stop_token_ids()
+        if tok.pad_token_id is None:
+            # Which id pads does not change results (padding is masked out), but generate() needs one.
+            pad_id = self.model.generation_config.pad_token_id
+            if isinstance(pad_id, list):
+                pad_id = pad_id[0] if pad_id else None
+            if pad_id is None:
+                pad_id = self.stop_token_ids[0] if self.stop_token_ids else 0
+            tok.pad_token = tok.convert_ids_to_tokens(int(pad_id))
+        self.pad_token_id = int(tok.pad_token_id)
+        self.generation_config = self._generation_config()
+        self._last_logit_only: dict[str, int] = {}
+        self._split_prefill = self._split_prefill_supported()
+
+    # -- loading -----------------------------------------------------------------------------------
+
+    def _load(self) -> tuple[Any, Any]:
+        from transformers import AutoModelForCausalLM, AutoTokenizer
+
+        src = self.source
+        kwargs: dict[str, Any] = {"local_files_only": True}
+        if src["gguf_file"]:
+            kwargs["gguf_file"] = src["gguf_file"]
+        try:
+            with _quiet_transformers():
+                tokenizer = AutoTokenizer.from_pretrained(src["path"], **kwargs)
+                model = AutoModelForCausalLM.from_pretrained(src["path"], torch_dtype=self.dtype, **kwargs)
+        except EvalkitError:
+            raise
+        except ValueError as exc:
+            if "Unrecognized configuration class" in str(exc):
+                raise UsageError(f"'{self.target}' is not a causal language model (AutoModelForCausalLM "
+                                 f"cannot load it): {_first_line(exc)}") from None
+            raise self._load_error(exc) from None
+        except Exception as exc:  # hub/IO errors: one line for the terminal, not a hub stack trace
+            raise self._load_error(exc) from None
+        model.to(self.device)
+        model.eval()
+        return tokenizer, model
+
+    def _load_error(self, exc: Exception) -> EvalkitError:
+        if self.source["kind"] == "hub":
+            return ResourceMissingError(_hub_missing_message(self.target))
+        where = self.source["path"] + (f"/{self.source['gguf_file']}" if self.source["gguf_file"] else "")
+        return ResourceMissingError(f"could not load model from {where}: {_first_line(exc)}")
+
+    def _stop_token_ids(self) -> list[int]:
+        tok = self.tokenizer
+        ids: set[int] = set()
+        eos = self.model.generation_config.eos_token_id
+        for value in eos if isinstance(eos, list) else [eos]:
+            if value is not None:
+                ids.add(int(value))
+        if tok.eos_token_id is not None:
+            ids.add(int(tok.eos_token_id))
+        if self.uses_chat_template:
+            vocab = tok.get_vocab()
+            template = tok.chat_template if isinstance(tok.chat_template, str) else str(tok.chat_template)
+            ids.update(vocab[t] for t in END_OF_TURN_TOKENS if t in template and t in vocab)
+        return sorted(ids)
+
+    def _generation_config(self) -> Any:
+        config = copy.deepcopy(self.model.generation_config)
+        config.update(
+            max_new_tokens=self.options.max_new_tokens, max_length=None, min_new_tokens=None, min_length=0,
+            do_sample=False, num_beams=1, num_return_sequences=1,
+            temperature=1.0, top_p=1.0, top_k=50, typical_p=1.0, min_p=None,
+            eos_token_id=list(self.stop_token_ids) or None, pad_token_id=self.pad_token_id,
+        )
+        return config
+
+    # -- prompts -----------------------------------------------------------------------------------
+
+    def render_prompt(self, prompt: str) -> str:
+        """The exact text the model is given for ``prompt``: a chat-templated single user turn ending in
+        the assistant header, or the prompt itself (the tokenizer then adds its usual special tokens)."""
+        if not self.uses_chat_template:
+            return prompt
+        return self.tokenizer.apply_chat_template(
+            [{"role": "user", "content": prompt}], add_generation_prompt=True, tokenize=False
+        )
+
+    def prompt_token_ids(self, prompt: str) -> list[int]:
+        """Token ids fed to the model for ``prompt``. Templated text already carries its special tokens,
+        so it is tokenized without adding them again (no doubled BOS)."""
+        ids = self.tokenizer(self.render_prompt(prompt), add_special_tokens=not self.uses_chat_template)
+        ids = list(ids["input_ids"])
+        if not ids:
+            start = self.tokenizer.bos_token_id
+            if start is None:
+                raise UsageError("empty prompt and the tokenizer has no BOS token to start generation from")
+            ids = [int(start)]
+        return ids
+
+    # -- generation --------------------------------------------------------------------------------
+
+    def generate(self, prompts: Sequence[str]) -> list[str]:
+        prompts = list(prompts)
+        if not prompts:
+            return []
+        encoded = [self.prompt_token_ids(p) for p in prompts]
+        # Longest first: similar lengths share a batch, and a batch too large for memory fails early.
+        order = sorted(range(len(prompts)), key=lambda i: (-len(encoded[i]), i))
+        results: list[str | None] = [None] * len(prompts)
+        from tqdm.auto import tqdm
+
+        batch_size = self.options.batch_size
+        with tqdm(total=len(prompts), desc=f"generating ({self.target})", unit="prompt",
+                  disable=not self.options.progress, file=sys.stderr, leave=False) as bar:
+            for start in range(0, len(order), batch_size):
+                chunk = order[start:start + batch_size]
+                for index, text in zip(chunk, self._generate_batch([encoded[i] for i in chunk]), strict=True):
+                    results[index] = text
+                bar.update(len(chunk))
+        return [r if r is not None else "" for r in results]
+
+    def _generate_batch(self, batch: list[list[int]]) -> list[str]:
+        with torch.inference_mode():
+            prepared = self._prefill(batch) if self._split_prefill and len(batch) > 1 else None
+            if prepared is not None:
+                input_ids, attention_mask, cache = prepared
+                extra: dict[str, Any] = {"past_key_values": cache}
+            else:
+                width = max(len(ids) for ids in batch)
+                input_ids = torch.full((len(batch), width), self.pad_token_id, dtype=torch.long)
+                attention_mask = torch.zeros((len(batch), width), dtype=torch.long)
+                for row, ids in enumerate(batch):  # left padding: every prompt ends where generation starts
+                    input_ids[row, width - len(ids):] = torch.tensor(ids, dtype=torch.long)
+                    attention_mask[row, width - len(ids):] = 1
+                extra = {}
+            output = self.model.generate(
+                input_ids=input_ids.to(self.device),
+                attention_mask=attention_mask.to(self.device),
+                generation_config=self.generation_config,
+                **extra,
+            )
+        return [self._decode(row.tolist()) for row in output[:, input_ids.shape[1]:].cpu()]
+
+    def _split_prefill_supported(self) -> bool:
+        """Whether prompts can be prefilled in groups into one DynamicCache (see ``_prefill``)."""
+        import inspect
+
+        try:
+            params = inspect.signature(self.model.forward).parameters
+        except (TypeError, ValueError):  # pragma: no cover
+            return False
+        self._last_logit_only = {"num_logits_to_keep": 1} if "num_logits_to_keep" in params else {}
+        return (
+            not getattr(self.model.config, "is_encoder_decoder", False)
+            and all(name in params for name in ("attention_mask", "position_ids", "past_key_values"))
+            and bool(getattr(self.model, "_supports_cache_class", False))
+            and not getattr(self.model, "_is_stateful", False)
+        )
+
+    def _prefill(self, batch: list[list[int]]) -> tuple[torch.Tensor, torch.Tensor, Any] | None:
+        """Inputs and KV cache for ``generate`` with every prompt's tokens but the last already cached.
+
+        A plain left-padded batch spends prefill compute on padding and recomputes what all prompts
+        share (chat template header, task instruction). Here the batch's common token prefix is run
+        once; the rest of each prompt runs in groups of consecutive prompts whose lengths are within
+        ~1/8 of each other (batches arrive sorted by length), on top of that prefix. The caches are then
+        laid out as ``[prefix][padding][rest of prompt]`` per row with the padding masked out; positions
+        come from the attention mask, so every token keeps the position it has in its own prompt.
+        ``generate`` then feeds each prompt's last token and decodes the whole batch together.
+
+        Returns ``(input_ids, attention_mask, cache)``, or None (plain ``generate``) where the model
+        does not produce a DynamicCache.
+        """
+        from transformers import DynamicCache
+
+        shortest = min(len(ids) for ids in batch)
+        prefix = 0  # common prefix, leaving every prompt at least its last token for generate()
+        while prefix < shortest - 1 and all(ids[prefix] == batch[0][prefix] for ids in batch):
+            prefix += 1
+        rests = [ids[prefix:-1] for ids in batch]  # per prompt: what to prefill after the prefix
+        lengths = [len(rest) for rest in rests]
+        span = max(lengths)
+        if prefix + span == 0:
+            return None
+
+        prefix_kv = None
+        if prefix:
+            ids = torch.tensor([batch[0][:prefix]], dtype=torch.long, device=self.device)
+            out = self.model(input_ids=ids, attention_mask=torch.ones_like(ids), past_key_values=DynamicCache(),
+                             use_cache=True, **self._last_logit_only)
+            if not isinstance(out.past_key_values, DynamicCache):
+                return None
+            prefix_kv = out.past_key_values.to_legacy_cache()
+
+        groups: list[list[int]] = []
+        for row in range(len(batch)):
+            if groups:
+                members = groups[-1] + [row]
+                longest = max(lengths[i] for i in members)
+                if (longest * len(members) - sum(lengths[i] for i in members)) * 8 <= longest * len(members):
+                    groups[-1] = members
+                    continue
+            groups.append([row])
+
+        parts: list[tuple[list[int], Any]] = []  # (rows, legacy cache of their rests, or None: nothing)
+        for group in groups:
+            width = max(lengths[i] for i in group)
+            if width == 0:
+                parts.append((group, None))
+                continue
+            ids = torch.full((len(group), width), self.pad_token_id, dtype=torch.long)
+            mask = torch.zeros((len(group), prefix + width), dtype=torch.long)
+            mask[:, :prefix] = 1
+            for r, i in enumerate(group):
+                if lengths[i]:
+                    ids[r, width - lengths[i]:] = torch.tensor(rests[i], dtype=torch.long)
+                    mask[r, prefix + width - lengths[i]:] = 1
+            position_ids = mask.cumsum(-1)[:, prefix:] - 1
+            position_ids.masked_fill_(mask[:, prefix:] == 0, 1)  # what generate() does for padding
+            past = DynamicCache()
+            if prefix_kv is not None:
+                past = DynamicCache.from_legacy_cache(tuple(
+                    (k.expand(len(group), -1, -1, -1).contiguous(), v.expand(len(group), -1, -1, -1).contiguous())
+                    for k, v in prefix_kv
+                ))
+            out = self.model(input_ids=ids.to(self.device), attention_mask=mask.to(self.device),
+                             position_ids=position_ids.to(self.device), past_key_values=past, use_cache=True,
+                             **self._last_logit_only)
+            if not isinstance(out.past_key_values, DynamicCache):
+                return None
+            parts.append((group, [(k[:, :, prefix:], v[:, :, prefix:])
+                                  for k, v in out.past_key_values.to_legacy_cache()]))
+
+        reference = prefix_kv or next(cache for _, cache in parts if cache is not None)
+        layers = []
+        for layer, (ref_k, ref_v) in enumerate(reference):
+            keys, values = [], []
+            for group, cache in parts:
+                if cache is None:
+                    k = ref_k.new_zeros((len(group), ref_k.shape[1], span, ref_k.shape[3]))
+                    v = ref_v.new_zeros((len(group), ref_v.shape[1], span, ref_v.shape[3]))
+                else:
+                    k, v = cache[layer]
+                    pad = (0, 0, span - k.shape[2], 0)  # left-pad the sequence dimension to the span
+                    k, v = torch.nn.functional.pad(k, pad), torch.nn.functional.pad(v, pad)
+                if prefix_kv is not None:
+                    pk, pv = prefix_kv[layer]
+                    k = torch.cat([pk.expand(len(group), -1, -1, -1), k], dim=2)
+                    v = torch.cat([pv.expand(len(group), -1, -1, -1), v], dim=2)
+                keys.append(k)
+                values.append(v)
+            layers.append((torch.cat(keys), torch.cat(values)))
+        cache = DynamicCache.from_legacy_cache(tuple(layers))
+
+        width = prefix + span + 1
+        input_ids = torch.full((len(batch), width), self.pad_token_id, dtype=torch.long)
+        attention_mask = torch.zeros((len(batch), width), dtype=torch.long)
+        for row, ids in enumerate(batch):
+            input_ids[row, :prefix] = torch.tensor(ids[:prefix], dtype=torch.long)
+            input_ids[row, width - len(ids) + prefix:] = torch.tensor(ids[prefix:], dtype=torch.long)
+            attention_mask[row, :prefix] = 1
+            attention_mask[row, width - len(ids) + prefix:] = 1
+        return input_ids, attention_mask, cache
+
+    def _decode(self, new_ids: list[int]) -> str:
+        stops = set(self.stop_token_ids)
+        for position, token in enumerate(new_ids):
+            if token in stops:
+                new_ids = new_ids[:position]
+                break
+        return self.tokenizer.decode(new_ids, skip_special_tokens=True).strip()
+
+    # -- metadata ----------------------------------------------------------------------------------
+
+    @property
+    def num_parameters(self) -> int:
+        return int(sum(p.numel() for p in self.model.parameters()))
+
+    def describe(self) -> dict[str, Any]:
+        import transformers
+
+        tok = self.tokenizer
+        return {
+            "spec": self.spec,
+            "runner": "hf",
+            "source": self.source["kind"],
+            "alias": self.source["alias"],
+            "path": self.source["path"],
+            "gguf_file": self.source["gguf_file"],
+            "model_type": getattr(self.model.config, "model_type", None),
+            "device": self.device,
+            "dtype": str(self.dtype).removeprefix("torch."),
+            "chat_template": self.uses_chat_template,
+            "max_new_tokens": self.options.max_new_tokens,
+            "batch_size": self.options.batch_size,
+            "decoding": "greedy",
+            "seed": self.options.seed,
+            "stop_token_ids": list(self.stop_token_ids),
+            "stop_tokens": tok.convert_ids_to_tokens(list(self.stop_token_ids)),
+            "pad_token_id": self.pad_token_id,
+            "num_parameters": self.num_parameters,
+            "load_seconds": round(self.load_seconds, 3),
+            "torch_version": torch.__version__,
+            "transformers_version": transformers.__version__,
+        }
+
+
+@RUNNERS.register("hf")
+def create_hf_runner(target: str, options: RunnerOptions) -> HFRunner:
+    return HFRunner(target, options)
