@@ -2,7 +2,9 @@
 
 The model is loaded once, at construction, and generates greedily in left-padded batches. Prompts are
 sorted by token length before batching (less padding) and results come back in the caller's order;
-a batch gives the same completions as generating the prompts one at a time.
+a batch gives the same completions as generating the prompts one at a time. Within a batch the shared
+prompt prefix (chat header, task instruction) is prefilled once and the rest in nearly unpadded
+groups, then all prompts decode together (``HFRunner._prefill``).
 
 torch and transformers are imported here, so this module is imported lazily (``RUNNERS`` maps the
 ``hf`` prefix to it) and ``evalkit --help`` never pays for them.
@@ -21,6 +23,7 @@ from typing import Any
 
 import torch
 
+from evalkit.devices import resolve_device
 from evalkit.errors import EvalkitError, ResourceMissingError, UsageError
 from evalkit.resources.models import MODEL_ALIASES, resolve_model_alias
 from evalkit.runners.base import RUNNERS, Runner, RunnerOptions
@@ -36,20 +39,6 @@ _DTYPE_NAMES = {
     "float16": "float16", "fp16": "float16", "half": "float16",
 }
 _HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*(/[\w.-]+)?$")
-
-
-def resolve_device(name: str) -> str:
-    """``auto`` -> ``cuda`` when available, else ``cpu``; ``cpu``, ``cuda`` and ``cuda:N`` as given."""
-    value = (name or "auto").strip().lower()
-    if value == "auto":
-        return "cuda" if torch.cuda.is_available() else "cpu"
-    if value == "cpu":
-        return "cpu"
-    if re.fullmatch(r"cuda(:\d+)?", value):
-        if not torch.cuda.is_available():
-            raise UsageError(f"device '{name}' requested but CUDA is not available; use --device cpu or auto")
-        return value
-    raise UsageError(f"unknown device '{name}'; use auto, cpu, cuda or cuda:N")
 
 
 def resolve_dtype(name: str, device: str) -> torch.dtype:
@@ -304,6 +293,8 @@ class HFRunner(Runner):
             and all(name in params for name in ("attention_mask", "position_ids", "past_key_values"))
             and bool(getattr(self.model, "_supports_cache_class", False))
             and not getattr(self.model, "_is_stateful", False)
+            # models asking for a special cache (e.g. Gemma 2's hybrid sliding-window one) keep plain generate
+            and getattr(self.model.generation_config, "cache_implementation", None) is None
         )
 
     def _prefill(self, batch: list[list[int]]) -> tuple[torch.Tensor, torch.Tensor, Any] | None:
