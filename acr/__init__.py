@@ -1,0 +1,39 @@
+"""Adversarial Compression Ratio (Schwarzschild et al., 2024): is a string memorized by a model?
+
+A string y is memorized when some prompt x shorter than y makes the model emit exactly y under greedy
+decoding; ACR(M, y) = |y| / |x*| in tokens for the shortest such x*, and y is memorized when ACR > 1.
+
+    from acr import ACRConfig, compute_acr, compute_acr_many, results_frame, summarize_results, plot_acr
+
+    config = ACRConfig(steps_per_length=200, search_width=128, topk=256, seed=0)
+    result = compute_acr(model, tokenizer, "To be, or not to be, that is the question.", config)
+    result.acr, result.memorized, result.prompt_text   # prompt verified by model.generate
+    results = compute_acr_many(model, tokenizer, targets, config, on_result=lambda r: print(r.to_json()))
+    summarize_results(results)                      # mean ACR, portion memorized, bootstrap 95% CIs
+    results_frame(results); plot_acr(results)        # pandas table, matplotlib figure
+
+    completion_test(model, tokenizer, target)       # cheaper check: does the first half complete the rest?
+    load_targets("quotes.jsonl", target_field="text")
+
+Not found up to the cap (default |y|) means censored: ACR below |y| / cap, never counted as memorized.
+"""
+
+from acr.analysis import plot_acr, results_frame, summarize_results
+from acr.config import ACRConfig
+from acr.results import ACRResult
+from acr.search import compute_acr, compute_acr_many
+from acr.targets import load_targets, random_token_strings
+from acr.verify import completion_test
+
+__all__ = [
+    "ACRConfig",
+    "ACRResult",
+    "compute_acr",
+    "compute_acr_many",
+    "completion_test",
+    "load_targets",
+    "plot_acr",
+    "random_token_strings",
+    "results_frame",
+    "summarize_results",
+]

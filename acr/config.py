@@ -1,0 +1,60 @@
+"""The knobs of an ACR run, in one dataclass.
+
+Defaults follow nanoGCG (num_steps 250, search_width 512, topk 256) scaled down for CPU: every GCG step
+costs one backward pass plus ``search_width`` candidate forwards, and on a laptop-class CPU the
+candidate forwards dominate. The outer length search (MiniPrompt) follows the paper: start at 5 tokens,
+grow by 5 until a prompt works, then shrink one token at a time.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+
+from evalkit.errors import UsageError
+
+
+@dataclass
+class ACRConfig:
+    """Options of :func:`acr.compute_acr`. Every field has a default; change only what you need."""
+
+    # Outer search over the prompt length |x|.
+    max_prompt_tokens: int | None = None  # cap on |x|; None -> |y|, so a failure means "not memorized at tau=1"
+    initial_length: int = 5  # first length tried (the paper's MiniPrompt starts at 5)
+    grow_step: int = 5  # tokens added after a failed length, until one succeeds or the cap is reached
+    # Inner optimizer (GCG) at one length.
+    steps_per_length: int = 200  # GCG steps before a length counts as failed (nanoGCG: 250)
+    search_width: int = 128  # candidate prompts scored per step (nanoGCG: 512)
+    topk: int = 256  # candidate tokens per position, taken from the one-hot gradient
+    n_replace: int = 1  # positions swapped per candidate
+    restarts: int = 0  # extra attempts at a failed length, each from a fresh random prompt
+    seed: int = 0  # seeds one torch.Generator per target: same inputs + seed -> same result
+    batch_size: int | None = None  # candidates per forward chunk; None -> sized from the logits' memory
+    # Which tokens the free prompt may use.
+    allow_special_tokens: bool = False  # BOS/EOS/PAD/added special tokens stay out of prompts by default
+    allow_non_ascii: bool = True  # False also drops tokens that decode to non-ASCII, unprintable or U+FFFD text
+    # Chat models: wrap the free tokens in the chat template (scaffold tokens are not counted in |x|).
+    chat_template: bool = False
+    system_prompt: str | None = None
+    # What counts as memorized.
+    threshold: float = 1.0  # tau: memorized when ACR > tau
+    gzip_threshold: bool = False  # True: also require ACR > gzip compression ratio of y (always recorded)
+
+    def __post_init__(self) -> None:
+        positive = {"initial_length": self.initial_length, "grow_step": self.grow_step,
+                    "steps_per_length": self.steps_per_length, "search_width": self.search_width,
+                    "topk": self.topk, "n_replace": self.n_replace}
+        for name, value in positive.items():
+            if not isinstance(value, int) or value < 1:
+                raise UsageError(f"ACRConfig.{name} must be a positive integer, got {value!r}")
+        for name in ("max_prompt_tokens", "batch_size"):
+            value = getattr(self, name)
+            if value is not None and (not isinstance(value, int) or value < 1):
+                raise UsageError(f"ACRConfig.{name} must be a positive integer or None, got {value!r}")
+        if not isinstance(self.restarts, int) or self.restarts < 0:
+            raise UsageError(f"ACRConfig.restarts must be a non-negative integer, got {self.restarts!r}")
+        if self.threshold < 0:
+            raise UsageError(f"ACRConfig.threshold must be >= 0, got {self.threshold!r}")
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+

@@ -1,0 +1,330 @@
+"""The outer search over prompt length (the paper's MiniPrompt) and the public entry points.
+
+For one target, in the order used:
+
+1. :func:`check_model` / :func:`encode_target` -- refuse what cannot work, with a clear message.
+2. :func:`build_scaffold` -- the fixed tokens around the free prompt: BOS for base models, the rendered
+   chat template for chat models. Not counted in |x|; recorded.
+3. :func:`search_prompt_length` -- GCG at one length after another: start short, grow by ``grow_step``
+   until a prompt works, then shrink one token at a time (warm-started from the best single-token
+   deletion of the last solution) until a length fails. The bracket is (longest length that failed,
+   shortest that worked).
+4. :func:`compute_acr` -- ties it together and returns an :class:`~acr.results.ACRResult`.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+
+from acr.config import ACRConfig
+from acr.gcg import (
+    LengthOutcome,
+    Problem,
+    allowed_token_mask,
+    build_problem,
+    optimize_length,
+    random_prompt,
+)
+from acr.results import ACRResult, gzip_ratio
+from acr.verify import retokenizes, verify_generation
+from evalkit.errors import UsageError
+
+# Rendered into the chat template's user turn, then split on: the text before and after it is the scaffold.
+PLACEHOLDER = "ACRFREEPROMPTPLACEHOLDER"
+
+
+def check_model(model: Any, tokenizer: Any) -> None:
+    """GCG needs gradients through an input-embedding matrix and ``generate`` for the final check."""
+    get_embeddings = getattr(model, "get_input_embeddings", None)
+    embeddings = get_embeddings() if callable(get_embeddings) else None
+    weight = getattr(embeddings, "weight", None)
+    if not isinstance(weight, torch.Tensor) or not weight.is_floating_point():
+        raise UsageError(
+            f"ACR needs a differentiable causal LM (a transformers model with a floating-point input-embedding "
+            f"matrix from get_input_embeddings()); got {type(model).__name__}, which has none. "
+            "API-only or quantized-integer models cannot be optimized against."
+        )
+    if not callable(getattr(model, "generate", None)):
+        raise UsageError(f"ACR verifies prompts with model.generate(); {type(model).__name__} has no generate()")
+    if not callable(tokenizer):
+        raise UsageError(f"the tokenizer must be a transformers tokenizer; got {type(tokenizer).__name__}")
+
+
+def context_limit(model: Any, tokenizer: Any) -> int | None:
+    """Longest sequence the model takes: its config's position limit, else a sane tokenizer limit."""
+    config = getattr(model, "config", None)
+    for name in ("max_position_embeddings", "n_positions", "max_sequence_length", "seq_length"):
+        value = getattr(config, name, None)
+        if isinstance(value, int) and value > 0:
+            return value
+    value = getattr(tokenizer, "model_max_length", None)
+    if isinstance(value, int) and 0 < value < 1_000_000:  # transformers uses ~1e30 for "unknown"
+        return value
+    return None
+
+
+def encode_target(tokenizer: Any, target: Any) -> list[int]:
+    """The target's token ids as the model must emit them (no special tokens added)."""
+    if not isinstance(target, str):
+        raise UsageError(f"a target must be a string, got {type(target).__name__}")
+    if not target:
+        raise UsageError("the target is empty; ACR needs at least one target token")
+    ids = tokenizer(target, add_special_tokens=False)["input_ids"]
+    if not ids:
+        raise UsageError(f"the target {target!r} encodes to no tokens")
+    return list(ids)
+
+
+def build_scaffold(tokenizer: Any, config: ACRConfig) -> tuple[list[int], list[int], dict[str, Any], bool]:
+    """``(before_ids, after_ids, scaffold record, bos_added)`` around the free prompt tokens.
+
+    Base model: before is the tokenizer's BOS if it adds one (the model saw it at the start of every
+    training document), after is empty. Chat model: the chat template is rendered with a unique
+    placeholder as the user turn (after an optional system turn, with the assistant prefix), the text is
+    split at the placeholder, and each side is tokenized without adding special tokens -- as
+    ``apply_chat_template(tokenize=True)`` does, so a BOS the template writes is kept and none is doubled.
+    """
+    bos = getattr(tokenizer, "bos_token_id", None)
+    if not config.chat_template:
+        with_special = tokenizer("a", add_special_tokens=True)["input_ids"]
+        plain = tokenizer("a", add_special_tokens=False)["input_ids"]
+        bos_added = bos is not None and with_special[:1] == [bos] and plain[:1] != [bos]
+        before = [bos] if bos_added else []
+        record = {"chat_template": False, "before_ids": before, "after_ids": [],
+                  "before_text": tokenizer.decode(before) if before else "", "after_text": "", "counted": False}
+        return before, [], record, bos_added
+    if not getattr(tokenizer, "chat_template", None):
+        raise UsageError("config.chat_template=True but the tokenizer has no chat template")
+    messages = [{"role": "user", "content": PLACEHOLDER}]
+    if config.system_prompt is not None:
+        messages.insert(0, {"role": "system", "content": config.system_prompt})
+    try:
+        rendered = tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
+    except Exception as error:  # jinja raises its own types, e.g. for a template without a system role
+        raise UsageError(f"could not render the chat template: {error}") from error
+    if rendered.count(PLACEHOLDER) != 1:
+        raise UsageError("the chat template does not place the user message exactly once; cannot build a scaffold")
+    before_text, after_text = rendered.split(PLACEHOLDER)
+    before = tokenizer(before_text, add_special_tokens=False)["input_ids"] if before_text else []
+    after = tokenizer(after_text, add_special_tokens=False)["input_ids"] if after_text else []
+    record = {"chat_template": True, "system_prompt": config.system_prompt, "before_ids": list(before),
+              "after_ids": list(after), "before_text": before_text, "after_text": after_text, "counted": False}
+    return list(before), list(after), record, bos is not None and before[:1] == [bos]
+
+
+@dataclass
+class SearchOutcome:
+    """Result of the length search for one target."""
+
+    prompt_ids: torch.Tensor  # shortest working prompt; on failure, the lowest-loss prompt at the last length
+    success: bool
+    lengths_tried: list[dict[str, Any]] = field(default_factory=list)
+    longest_failed: int | None = None
+    shortest_success: int | None = None
+    steps: int = 0
+    false_matches: int = 0
+
+
+def _deletions(prompt_ids: torch.Tensor) -> torch.Tensor:
+    """Every prompt one token shorter: the warm starts for the next, shorter length (scored together)."""
+    n = prompt_ids.shape[0]
+    keep = ~torch.eye(n, dtype=torch.bool)
+    return prompt_ids.repeat(n, 1)[keep].reshape(n, n - 1)
+
+
+def search_prompt_length(problem: Problem, cap: int, config: ACRConfig, generator: torch.Generator,
+                         verify: Callable[[list[int]], bool]) -> SearchOutcome:
+    """MiniPrompt: find the shortest prompt length at which GCG makes the model emit the target.
+
+    Grows from ``config.initial_length`` by ``config.grow_step`` (the failed prompt is kept as the suffix,
+    closest to the target, and new random tokens are put in front) until a length works or ``cap`` fails.
+    After a success it shrinks one token at a time; every single-token deletion of the working prompt is
+    scored at once and the best one starts the shorter length (it often works outright, at zero steps).
+    A length fails after ``steps_per_length`` steps and ``restarts`` fresh random restarts; the search
+    stops at the first failure after a success, or when the next length already failed. Failures are
+    budget-bound, so the bracket is what this budget found, not a proof.
+    """
+    out = SearchOutcome(prompt_ids=torch.empty(0, dtype=torch.long), success=False)
+    length = min(max(1, config.initial_length), cap)
+    starts = random_prompt(problem.allowed, length, generator)
+
+    def attempt(init: torch.Tensor, restart: int) -> LengthOutcome:
+        result = optimize_length(problem, init, steps=config.steps_per_length, search_width=config.search_width,
+                                 topk=config.topk, n_replace=config.n_replace, generator=generator, verify=verify)
+        out.steps += result.steps
+        out.false_matches += result.false_matches
+        out.lengths_tried.append({"length": length, "success": result.success, "steps": result.steps,
+                                  "best_loss": result.loss, "restart": restart})
+        return result
+
+    while True:
+        result = attempt(starts, 0)
+        for restart in range(1, config.restarts + 1):
+            if result.success:
+                break
+            again = attempt(random_prompt(problem.allowed, length, generator), restart)
+            if again.success or again.loss < result.loss:
+                result = again
+        if result.success:
+            out.success, out.prompt_ids, out.shortest_success = True, result.prompt_ids, length
+            if length == 1 or (out.longest_failed is not None and length - 1 <= out.longest_failed):
+                return out
+            length -= 1
+            starts = _deletions(result.prompt_ids)
+            continue
+        out.longest_failed = max(length, out.longest_failed or 0)
+        if out.success or length >= cap:
+            if not out.success:
+                out.prompt_ids = result.prompt_ids
+            return out
+        grown = min(cap, length + config.grow_step)
+        starts = torch.cat([random_prompt(problem.allowed, grown - length, generator), result.prompt_ids])
+        length = grown
+
+
+@dataclass
+class _Prepared:
+    """What is shared by every target of one model/tokenizer/config: computed once per batch of targets."""
+
+    model: Any
+    tokenizer: Any
+    config: ACRConfig
+    before: list[int]
+    after: list[int]
+    scaffold: dict[str, Any]
+    bos_added: bool
+    allowed: torch.Tensor
+    limit: int | None
+    model_name: str | None
+
+
+def _prepare(model: Any, tokenizer: Any, config: ACRConfig | None, model_name: str | None) -> _Prepared:
+    config = config or ACRConfig()
+    check_model(model, tokenizer)
+    before, after, scaffold, bos_added = build_scaffold(tokenizer, config)
+    vocab = model.get_input_embeddings().weight.shape[0]
+    try:
+        allowed = allowed_token_mask(tokenizer, vocab, allow_special_tokens=config.allow_special_tokens,
+                                     allow_non_ascii=config.allow_non_ascii)
+    except ValueError as error:
+        raise UsageError(str(error)) from error
+    name = model_name or getattr(getattr(model, "config", None), "_name_or_path", None) or type(model).__name__
+    return _Prepared(model, tokenizer, config, before, after, scaffold, bos_added, allowed,
+                     context_limit(model, tokenizer), name)
+
+
+def _prompt_cap(prep: _Prepared, target_ids: list[int]) -> int:
+    """The longest prompt tried: the configured cap (default |y|), within the model's context."""
+    cap = prep.config.max_prompt_tokens or len(target_ids)
+    if prep.limit is not None:
+        room = prep.limit - len(prep.before) - len(prep.after) - len(target_ids)
+        if room < 1:
+            raise UsageError(
+                f"the target has {len(target_ids)} tokens; with {len(prep.before) + len(prep.after)} scaffold "
+                f"tokens and at least one prompt token it exceeds the model's context of {prep.limit} tokens"
+            )
+        cap = min(cap, room)
+    return cap
+
+
+def _run_target(prep: _Prepared, target: str, target_ids: list[int]) -> ACRResult:
+    config, model, tokenizer = prep.config, prep.model, prep.tokenizer
+    start = time.perf_counter()
+    cap = _prompt_cap(prep, target_ids)
+    generator = torch.Generator().manual_seed(config.seed)
+    problem = build_problem(model, prep.before, prep.after, target_ids, prep.allowed,
+                            search_width=config.search_width, batch_size=config.batch_size)
+
+    def verify(input_ids: list[int]) -> bool:
+        return verify_generation(model, input_ids, target_ids)
+
+    found = search_prompt_length(problem, cap, config, generator, verify)
+    prompt_ids = found.prompt_ids.tolist()
+    input_ids = problem.input_ids(found.prompt_ids)
+    verified = found.success and verify(input_ids)  # the reported prompt, checked once more end to end
+    n_prompt = len(prompt_ids)
+    acr = len(target_ids) / (n_prompt if found.success else cap)
+    ratio = gzip_ratio(target)
+    success = found.success and verified
+    memorized = success and acr > config.threshold and (not config.gzip_threshold or acr > ratio)
+    return ACRResult(
+        target=target, target_ids=list(target_ids), prompt_ids=prompt_ids, input_ids=input_ids,
+        prompt_text=tokenizer.decode(prompt_ids), target_tokens=len(target_ids), prompt_tokens=n_prompt,
+        acr=acr, memorized=memorized, success=success, verified_generation=verified,
+        retokenizes=retokenizes(tokenizer, prompt_ids), censored=not success, lengths_tried=found.lengths_tried,
+        bracket={"longest_failed": found.longest_failed, "shortest_success": found.shortest_success},
+        steps=found.steps, forward_passes=problem.forward_passes,
+        wall_seconds=time.perf_counter() - start, seed=config.seed, model=prep.model_name,
+        scaffold=prep.scaffold, bos_added=prep.bos_added, gzip_ratio=ratio,
+        memorized_vs_gzip=success and acr > ratio, threshold=config.threshold, false_matches=found.false_matches,
+        config=config.to_dict(),
+    )
+
+
+class _EvalMode:
+    """Eval mode (no dropout) for the run, restoring the caller's mode afterwards; also leaves any
+    ``torch.inference_mode`` the caller is in, since GCG needs gradients."""
+
+    def __init__(self, model: Any):
+        self.model, self.was_training = model, bool(getattr(model, "training", False))
+        self.grad_mode = torch.inference_mode(False)
+
+    def __enter__(self) -> None:
+        self.grad_mode.__enter__()
+        if hasattr(self.model, "eval"):
+            self.model.eval()
+
+    def __exit__(self, *exc: object) -> None:
+        if self.was_training:
+            self.model.train(True)
+        self.grad_mode.__exit__(*exc)
+
+
+def compute_acr(model: Any, tokenizer: Any, target: str, config: ACRConfig | None = None,
+                model_name: str | None = None) -> ACRResult:
+    """Adversarial Compression Ratio of ``target`` under ``model``: |y| / |x*| for the shortest prompt found.
+
+    Raises :class:`evalkit.errors.UsageError` for an empty target, one that does not fit the model's
+    context, or a model that cannot be optimized against.
+    """
+    prep = _prepare(model, tokenizer, config, model_name)
+    target_ids = encode_target(tokenizer, target)
+    _prompt_cap(prep, target_ids)
+    with _EvalMode(model):
+        return _run_target(prep, target, target_ids)
+
+
+def compute_acr_many(model: Any, tokenizer: Any, targets: Iterable[str], config: ACRConfig | None = None,
+                     progress: bool = True, on_result: Callable[[ACRResult], None] | None = None,
+                     model_name: str | None = None) -> list[ACRResult]:
+    """:func:`compute_acr` for each target, in order; every target is validated before any compute is spent.
+
+    ``on_result(result)`` is called as each target finishes (e.g. to append a JSONL line), so a long run
+    keeps what it has done. Each target's generator is seeded with ``config.seed`` alone, so a target's
+    result does not depend on its position in the list.
+    """
+    from evalkit.progress import progress_bar
+
+    prep = _prepare(model, tokenizer, config, model_name)
+    targets = list(targets)
+    encoded = []
+    for index, target in enumerate(targets):
+        try:
+            encoded.append(encode_target(tokenizer, target))
+            _prompt_cap(prep, encoded[-1])
+        except UsageError as error:
+            raise UsageError(f"target {index}: {error}") from error
+    results = []
+    with _EvalMode(model):
+        for target, target_ids in progress_bar(zip(targets, encoded, strict=True), total=len(targets),
+                                               desc="ACR", enabled=progress):
+            result = _run_target(prep, target, target_ids)
+            results.append(result)
+            if on_result is not None:
+                on_result(result)
+    return results

@@ -1,0 +1,292 @@
+"""ACR end to end on a real (tiny) causal LM trained here to memorize a few strings. No mocks.
+
+The model is a 2-layer Llama over a word-level tokenizer that adds BOS. It is trained on
+``<s> TITLE : QUOTE`` for three quotes (so the 2-token prompt ``TITLE :`` emits a 14-16 token quote: ACR > 1)
+and on one chat-formatted exchange (``<s> user : lear ; assistant : QUOTE``) for the scaffold case.
+Random word strings of the same vocabulary were never trained on and must come back censored.
+"""
+
+from __future__ import annotations
+
+import json
+import random
+
+import pytest
+import torch
+
+from acr import (
+    ACRConfig,
+    completion_test,
+    compute_acr,
+    compute_acr_many,
+    plot_acr,
+    results_frame,
+    summarize_results,
+)
+from acr.gcg import allowed_token_mask, build_problem, score_candidates
+from acr.results import gzip_ratio
+from evalkit.errors import UsageError
+
+QUOTES = {
+    "hamlet": "to be or not to be that is the question whether tis nobler in the mind",
+    "caesar": "friends romans countrymen lend me your ears i come to bury him not to praise him",
+    "macbeth": "tomorrow and tomorrow and tomorrow creeps in this petty pace from day to day",
+}
+CHAT_QUOTE = ("lear", "nothing will come of nothing speak again and mend your speech a little")
+FILLER = "sun moon star river stone cloud green blue red small tall quiet loud".split()
+TEMPLATE = ("{{ bos_token }}{% for m in messages %}{{ m['role'] }} : {{ m['content'] }} ; {% endfor %}"
+            "{% if add_generation_prompt %}assistant :{% endif %}")
+# Small search: the vocabulary has ~70 tokens, so topk 32 over a 2-token prompt is nearly exhaustive.
+CONFIG = ACRConfig(initial_length=2, grow_step=4, steps_per_length=25, search_width=64, topk=32, seed=0)
+
+
+def _build_tokenizer():
+    from tokenizers import Tokenizer, models, pre_tokenizers, processors
+    from transformers import PreTrainedTokenizerFast
+
+    words = set(FILLER) | set(QUOTES) | {CHAT_QUOTE[0], "user", "assistant", "system", ":", ";"}
+    for quote in [*QUOTES.values(), CHAT_QUOTE[1]]:
+        words |= set(quote.split())
+    vocab = {t: i for i, t in enumerate(["<pad>", "<s>", "</s>", "<unk>", *sorted(words)])}
+    backend = Tokenizer(models.WordLevel(vocab=vocab, unk_token="<unk>"))
+    backend.pre_tokenizer = pre_tokenizers.WhitespaceSplit()
+    backend.post_processor = processors.TemplateProcessing(single="<s> $A", special_tokens=[("<s>", 1)])
+    tokenizer = PreTrainedTokenizerFast(tokenizer_object=backend, bos_token="<s>", eos_token="</s>",
+                                        unk_token="<unk>", pad_token="<pad>",
+                                        model_input_names=["input_ids", "attention_mask"])
+    tokenizer.chat_template = TEMPLATE
+    return tokenizer
+
+
+def _train(tokenizer, steps: int = 300):
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    texts = [f"{title} : {quote}" for title, quote in QUOTES.items()]
+    texts.append(f"user : {CHAT_QUOTE[0]} ; assistant : {CHAT_QUOTE[1]}")
+    seqs = [tokenizer(t)["input_ids"] for t in texts]  # each starts with BOS
+    torch.manual_seed(0)
+    config = LlamaConfig(vocab_size=len(tokenizer), hidden_size=64, intermediate_size=128, num_hidden_layers=2,
+                         num_attention_heads=4, num_key_value_heads=4, max_position_embeddings=64,
+                         bos_token_id=1, eos_token_id=2, pad_token_id=0)
+    model = LlamaForCausalLM(config)
+    ids = torch.zeros(len(seqs), max(map(len, seqs)), dtype=torch.long)
+    mask = torch.zeros_like(ids)
+    for i, seq in enumerate(seqs):
+        ids[i, : len(seq)], mask[i, : len(seq)] = torch.tensor(seq), 1
+    labels = ids.masked_fill(mask == 0, -100)
+    optimizer = torch.optim.Adam(model.parameters(), lr=3e-3)
+    for _ in range(steps):
+        loss = model(input_ids=ids, attention_mask=mask, labels=labels).loss
+        optimizer.zero_grad()
+        loss.backward()
+        optimizer.step()
+    return model.eval()
+
+
+@pytest.fixture(scope="module")
+def tiny():
+    # One thread: on a shared 2-core machine, OpenMP threads spinning against other processes make tiny
+    # ops hundreds of times slower than a single thread.
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    tokenizer = _build_tokenizer()
+    yield _train(tokenizer), tokenizer
+    torch.set_num_threads(threads)
+
+
+def _random_strings(tokenizer, n: int, length: int) -> list[str]:
+    rng = random.Random(1)
+    words = sorted(w for w in tokenizer.get_vocab() if not w.startswith("<"))
+    return [" ".join(rng.choice(words) for _ in range(length)) for _ in range(n)]
+
+
+@pytest.fixture(scope="module")
+def run(tiny):
+    model, tokenizer = tiny
+    targets = [*QUOTES.values(), *_random_strings(tokenizer, 2, 14)]
+    seen = []
+    results = compute_acr_many(model, tokenizer, targets, CONFIG, progress=False, on_result=seen.append,
+                               model_name="tiny-llama")
+    return results, seen
+
+
+def _greedy(model, input_ids, n):
+    ids = torch.tensor([input_ids])
+    out = model.generate(ids, attention_mask=torch.ones_like(ids), do_sample=False, max_new_tokens=n,
+                         pad_token_id=0)
+    return out[0, len(input_ids):].tolist()
+
+
+def test_memorized_strings_get_acr_above_one_with_verified_prompts(tiny, run):
+    model, tokenizer = tiny
+    for result in run[0][:3]:
+        assert result.success and result.memorized and not result.censored
+        assert result.verified_generation
+        assert result.acr == result.target_tokens / result.prompt_tokens > 1.0
+        assert result.prompt_tokens < result.target_tokens
+        # Base model: the fed ids are BOS + the free tokens, and BOS is recorded, not counted.
+        assert result.bos_added and result.input_ids == [tokenizer.bos_token_id, *result.prompt_ids]
+        assert result.target_ids == tokenizer(result.target, add_special_tokens=False)["input_ids"]
+        generated = _greedy(model, result.input_ids, result.target_tokens)
+        assert generated == result.target_ids
+        assert tokenizer.decode(generated) == result.target
+        assert result.model == "tiny-llama" and result.seed == 0
+        assert result.forward_passes > 0 and result.wall_seconds > 0
+
+
+def test_bracket_is_consistent_with_lengths_tried(run):
+    for result in run[0]:
+        bracket = result.bracket
+        failed = [t["length"] for t in result.lengths_tried if not t["success"]]
+        worked = [t["length"] for t in result.lengths_tried if t["success"]]
+        assert bracket["longest_failed"] == (max(failed) if failed else None)
+        assert bracket["shortest_success"] == (min(worked) if worked else None)
+        if failed and worked:
+            assert bracket["longest_failed"] < bracket["shortest_success"]
+        if result.success:
+            assert result.prompt_tokens == bracket["shortest_success"]
+        assert result.steps == sum(t["steps"] for t in result.lengths_tried)
+
+
+def test_never_trained_strings_are_censored_not_memorized(run):
+    for result in run[0][3:]:
+        assert result.censored and not result.success and not result.memorized
+        assert not result.verified_generation and not result.memorized_vs_gzip
+        cap = result.target_tokens  # default cap: |y|
+        assert result.bracket == {"longest_failed": cap, "shortest_success": None}
+        assert result.lengths_tried[-1]["length"] == cap
+        assert result.acr == pytest.approx(result.target_tokens / cap)  # the bound: true ACR is below it
+        assert result.prompt_tokens == cap  # best prompt found at the cap is kept for inspection
+
+
+def test_censored_at_a_low_cap_is_never_memorized_even_if_the_bound_exceeds_one(tiny):
+    model, tokenizer = tiny
+    target = _random_strings(tokenizer, 1, 14)[0]
+    config = ACRConfig(initial_length=2, grow_step=1, max_prompt_tokens=3, steps_per_length=3, search_width=16,
+                       topk=8, n_replace=2, restarts=1, seed=5)
+    result = compute_acr(model, tokenizer, target, config)
+    assert result.censored and not result.memorized and result.acr == pytest.approx(14 / 3)
+    assert [(t["length"], t["restart"]) for t in result.lengths_tried] == [(2, 0), (2, 1), (3, 0), (3, 1)]
+    assert result.bracket == {"longest_failed": 3, "shortest_success": None}
+
+
+def test_runs_inside_inference_mode_and_restores_train_mode(tiny):
+    model, tokenizer = tiny
+    model.train()
+    try:
+        with torch.inference_mode():
+            result = compute_acr(model, tokenizer, QUOTES["macbeth"], CONFIG)
+        assert result.success and model.training
+    finally:
+        model.eval()
+
+
+def test_on_result_sees_every_target_in_order(run):
+    results, seen = run
+    assert seen == results and len(results) == 5
+
+
+def test_same_seed_gives_the_same_result(tiny, run):
+    model, tokenizer = tiny
+    first = run[0][0].to_dict()
+    again = compute_acr(model, tokenizer, QUOTES["hamlet"], CONFIG, model_name="tiny-llama").to_dict()
+    first.pop("wall_seconds")
+    again.pop("wall_seconds")
+    assert again == first
+
+
+def test_chat_scaffold_is_recorded_but_not_counted(tiny):
+    model, tokenizer = tiny
+    config = ACRConfig(**{**CONFIG.to_dict(), "chat_template": True})
+    result = compute_acr(model, tokenizer, CHAT_QUOTE[1], config)
+    scaffold = result.scaffold
+    assert scaffold["chat_template"] and scaffold["counted"] is False
+    assert scaffold["before_text"] == "<s>user : " and scaffold["after_text"] == " ; assistant :"
+    assert scaffold["before_ids"][0] == tokenizer.bos_token_id and result.bos_added
+    assert result.input_ids == scaffold["before_ids"] + result.prompt_ids + scaffold["after_ids"]
+    assert result.success and result.memorized and result.verified_generation
+    assert result.acr == result.target_tokens / result.prompt_tokens  # scaffold tokens not in |x|
+    assert _greedy(model, result.input_ids, result.target_tokens) == result.target_ids
+
+
+def test_prefix_kv_cache_scores_like_a_full_forward(tiny):
+    """Candidates scored from the cached prefix give the losses and exact-match flags of full forwards."""
+    model, tokenizer = tiny
+    target = tokenizer(QUOTES["caesar"], add_special_tokens=False)["input_ids"]
+    before = [tokenizer.bos_token_id]
+    allowed = allowed_token_mask(tokenizer, model.get_input_embeddings().weight.shape[0])
+    problem = build_problem(model, before, [], target, allowed, search_width=8, batch_size=3)
+    title = tokenizer("caesar :", add_special_tokens=False)["input_ids"]
+    candidates = torch.cat([torch.tensor([title]), torch.randint(4, len(tokenizer), (6, 2))])
+    losses, matches = score_candidates(problem, candidates)
+    full = torch.cat([torch.tensor([before * 7]).T, candidates, torch.tensor([target] * 7)], dim=1)
+    with torch.no_grad():
+        logits = model(full).logits[:, -len(target) - 1:-1]
+    expected = torch.nn.functional.cross_entropy(logits.transpose(1, 2), torch.tensor([target] * 7),
+                                                 reduction="none").mean(dim=1)
+    assert torch.allclose(losses, expected, atol=1e-4)
+    assert matches.tolist() == (logits.argmax(-1) == torch.tensor(target)).all(-1).tolist()
+    assert matches[0]  # the training prefix itself emits the quote
+    assert problem.forward_passes == 7
+
+
+def test_special_tokens_are_excluded_unless_allowed(tiny):
+    model, tokenizer = tiny
+    rows = model.get_input_embeddings().weight.shape[0]
+    default = allowed_token_mask(tokenizer, rows)
+    assert not any(default[i] for i in tokenizer.all_special_ids)
+    assert all(allowed_token_mask(tokenizer, rows, allow_special_tokens=True)[i] for i in tokenizer.all_special_ids)
+
+
+def test_results_serialize_tabulate_summarize_and_plot(run):
+    results = run[0]
+    for result in results:
+        assert json.loads(json.dumps(result.to_dict()))["target"] == result.target
+        assert result.gzip_ratio == pytest.approx(gzip_ratio(result.target))
+        assert result.memorized_vs_gzip == (result.success and result.acr > result.gzip_ratio)
+    frame = results_frame(results)
+    assert len(frame) == 5 and frame["memorized"].tolist() == [True, True, True, False, False]
+    assert frame["censored"].sum() == 2
+    summary = summarize_results(results, seed=0)
+    assert (summary["total"], summary["memorized"], summary["censored"], summary["successful"]) == (5, 3, 2, 3)
+    assert summary["portion_memorized"] == pytest.approx(0.6)
+    low, high = summary["portion_memorized_ci95"]
+    assert low <= 0.6 <= high
+    assert summary == summarize_results([r.to_dict() for r in results], seed=0)  # dicts read back work too
+    assert summary["candidates_per_second"] > 0
+
+    import matplotlib
+
+    matplotlib.use("Agg")
+    ax = plot_acr(results)
+    assert ax.get_ylabel().startswith("ACR")
+    import matplotlib.pyplot as plt
+
+    plt.close(ax.figure)
+
+
+def test_completion_test_discoverable_memorization(tiny):
+    model, tokenizer = tiny
+    full = f"caesar : {QUOTES['caesar']}"
+    hit = completion_test(model, tokenizer, full, prefix_fraction=0.5)
+    assert hit["memorized"] and hit["match_fraction"] == 1.0 and hit["bos_added"]
+    miss = completion_test(model, tokenizer, _random_strings(tokenizer, 1, 14)[0], prefix_tokens=4)
+    assert not miss["memorized"] and miss["prefix_tokens"] == 4 and miss["suffix_tokens"] == 10
+
+
+def test_validation_errors(tiny):
+    model, tokenizer = tiny
+    with pytest.raises(UsageError, match="empty"):
+        compute_acr(model, tokenizer, "", CONFIG)
+    with pytest.raises(UsageError, match="context of 64 tokens"):
+        compute_acr(model, tokenizer, " ".join(["sun"] * 64), CONFIG)
+    with pytest.raises(UsageError, match="get_input_embeddings"):
+        compute_acr(object(), tokenizer, QUOTES["hamlet"], CONFIG)
+    with pytest.raises(UsageError, match="target 1"):
+        compute_acr_many(model, tokenizer, [QUOTES["hamlet"], ""], CONFIG, progress=False)
+    with pytest.raises(UsageError, match="steps_per_length"):
+        ACRConfig(steps_per_length=0)
+    with pytest.raises(UsageError, match="chat template"):
+        no_template = _build_tokenizer()
+        no_template.chat_template = None
+        compute_acr(model, no_template, QUOTES["hamlet"], ACRConfig(chat_template=True))
