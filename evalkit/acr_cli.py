@@ -1,0 +1,429 @@
+"""``evalkit acr run`` and ``evalkit acr compare``: the Adversarial Compression Ratio from the command line.
+
+    evalkit acr run --model hf:smollm2 --targets quotes.json --output-dir runs/acr [--seed 0] ...
+    evalkit acr compare --model hf:original --model hf:unlearned --targets quotes.json --output-dir runs/cmp
+
+``run`` writes DIR/results.jsonl (one line per finished target, fsynced as it finishes), DIR/summary.json
+and DIR/report.html; re-running with the same DIR computes only the targets not yet in results.jsonl
+(see :mod:`acr.runfiles`). ``compare`` runs both models in DIR/model_a and DIR/model_b (so it resumes
+too), adds the completion test for each model, and writes DIR/compare.jsonl and DIR/compare.json with
+paired differences B - A and a bootstrap CI of their mean.
+
+Only argparse is imported at module level: torch, transformers, numpy and pandas load inside the commands.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import datetime as dt
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+from evalkit.errors import UsageError
+
+GRADIENT_PREFIXES = ("hf",)  # runners that load a local model ACR can take gradients through
+NEEDS_GRADIENTS = "ACR needs a local model with gradients (hf:...)"
+COMPARE_FILE = "compare.jsonl"
+COMPARE_SUMMARY_FILE = "compare.json"
+
+
+def _positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected an integer, got {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {value}")
+    return value
+
+
+def _non_negative_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected an integer, got {text!r}") from None
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"expected a non-negative integer, got {value}")
+    return value
+
+
+def _add_common(parser: argparse.ArgumentParser) -> None:
+    data = parser.add_argument_group("targets")
+    data.add_argument("--targets", required=True, metavar="FILE",
+                      help=".txt (one target a line), .json (list of strings, whitespace kept) or .jsonl")
+    data.add_argument("--target-field", default="text", help="string field of a .jsonl line (default: text)")
+    data.add_argument("--max-targets", type=_positive_int, metavar="N", help="only the first N targets")
+    search = parser.add_argument_group("search")
+    search.add_argument("--seed", type=int, default=0, help="seed of every target's search (default 0)")
+    search.add_argument("--max-prompt-tokens", type=_positive_int, metavar="N",
+                        help="longest prompt tried (default: the target's length, i.e. tau = 1)")
+    search.add_argument("--initial-length", type=_positive_int, default=5, metavar="N",
+                        help="first prompt length tried (default 5)")
+    search.add_argument("--steps", type=_positive_int, default=200, metavar="N",
+                        help="GCG steps per prompt length (default 200)")
+    search.add_argument("--search-width", type=_positive_int, default=128, metavar="N",
+                        help="candidate prompts scored per step (default 128)")
+    search.add_argument("--topk", type=_positive_int, default=256, metavar="N",
+                        help="candidate tokens per position (default 256)")
+    search.add_argument("--restarts", type=_non_negative_int, default=0, metavar="N",
+                        help="extra random restarts at a failed length (default 0)")
+    search.add_argument("--chat-template", action="store_true",
+                        help="wrap the free prompt in the model's chat template (scaffold not counted)")
+    search.add_argument("--system-prompt", help="system turn of the chat template (needs --chat-template)")
+    model = parser.add_argument_group("model")
+    model.add_argument("--device", choices=["auto", "cpu", "cuda"], default="auto")
+    model.add_argument("--dtype", choices=["auto", "float32", "bfloat16", "float16"], default="auto")
+    out = parser.add_argument_group("output")
+    out.add_argument("--no-report", action="store_true", help="skip report.html")
+    out.add_argument("--no-progress", action="store_true", help="no progress bar")
+
+
+def add_acr_commands(commands: argparse._SubParsersAction) -> None:
+    """Register ``acr run`` and ``acr compare`` on the top-level subparsers."""
+    acr = commands.add_parser("acr", help="memorization: Adversarial Compression Ratio (ACR) of target strings",
+                              description="Adversarial Compression Ratio: a string is memorized when a prompt "
+                                          "shorter than it makes the model emit it exactly (ACR > 1).")
+    actions = acr.add_subparsers(dest="acr_command", metavar="ACTION", parser_class=type(acr))
+    run = actions.add_parser("run", help="ACR of every target under one model",
+                             description="Find the shortest prompt that makes the model emit each target; "
+                                         "write results.jsonl, summary.json and report.html to --output-dir. "
+                                         "Re-running with the same --output-dir resumes.")
+    run.add_argument("--model", required=True, help="model spec: hf:smollm2, hf:<id or local path>")
+    run.add_argument("--output-dir", required=True, metavar="DIR", help="run directory (re-use it to resume)")
+    _add_common(run)
+    compare = actions.add_parser("compare", help="ACR and completion test of two models, target by target",
+                                 description="Run ACR for model A and model B (e.g. original vs unlearned) "
+                                             "on the same targets; paired differences B - A with a bootstrap "
+                                             "CI, and the completion test for both.")
+    compare.add_argument("--model", required=True, action="append", metavar="SPEC",
+                         help="model spec; give it twice: A then B")
+    compare.add_argument("--output-dir", metavar="DIR",
+                         help="default: reports/<timestamp>-acr-compare; per-model runs go to DIR/model_a, "
+                              "DIR/model_b (re-use DIR to resume)")
+    _add_common(compare)
+
+
+def main(args: argparse.Namespace) -> int:
+    """Dispatch ``evalkit acr ACTION``."""
+    if args.acr_command == "run":
+        return run_acr(args)
+    if args.acr_command == "compare":
+        return compare_acr(args)
+    raise UsageError("evalkit acr needs an action: run or compare (see evalkit acr --help)")
+
+
+# ---------------------------------------------------------------------------------------------- helpers
+
+
+def _check_spec(spec: str) -> None:
+    prefix, sep, target = spec.partition(":")
+    if not sep or prefix not in GRADIENT_PREFIXES or not target.strip():
+        raise UsageError(f"{NEEDS_GRADIENTS}; got {spec!r}")
+
+
+def _config(args: argparse.Namespace):
+    from acr import ACRConfig
+
+    if args.system_prompt is not None and not args.chat_template:
+        raise UsageError("--system-prompt needs --chat-template")
+    return ACRConfig(max_prompt_tokens=args.max_prompt_tokens, initial_length=args.initial_length,
+                     steps_per_length=args.steps, search_width=args.search_width, topk=args.topk,
+                     restarts=args.restarts, seed=args.seed, chat_template=args.chat_template,
+                     system_prompt=args.system_prompt)
+
+
+def _load_targets(args: argparse.Namespace) -> list[str]:
+    from acr.targets import load_targets
+
+    targets = load_targets(args.targets, target_field=args.target_field)
+    return targets[: args.max_targets] if args.max_targets else targets
+
+
+def _load_model(spec: str, args: argparse.Namespace):
+    """The runner for ``spec``; refuses anything without a local, differentiable model."""
+    _check_spec(spec)
+    from evalkit.runners.base import RunnerOptions, create_runner
+
+    runner = create_runner(spec, RunnerOptions(device=args.device, dtype=args.dtype,
+                                               use_chat_template=args.chat_template, seed=args.seed,
+                                               progress=not args.no_progress))
+    if getattr(runner, "model", None) is None or getattr(runner, "tokenizer", None) is None:
+        raise UsageError(f"{NEEDS_GRADIENTS}; {spec!r} has no local model")
+    return runner
+
+
+def _model_id(runner: Any, spec: str) -> str:
+    """A stable name for resume matching: ``hf:<resolved local path>`` or the alias/hub id as given."""
+    source = getattr(runner, "source", None) or {}
+    if source.get("kind") == "local":
+        path = source["path"] + (f"/{source['gguf_file']}" if source.get("gguf_file") else "")
+        return f"hf:{path}"
+    return spec
+
+
+def _validate_targets(runner: Any, targets: list[str], config: Any, path: str) -> None:
+    """Every target must encode to tokens and fit the model's context with a one-token prompt."""
+    from acr.search import build_scaffold, context_limit, encode_target
+    from evalkit.errors import InputError
+
+    before, after, _, _ = build_scaffold(runner.tokenizer, config)
+    limit = context_limit(runner.model, runner.tokenizer)
+    for index, target in enumerate(targets):
+        try:
+            ids = encode_target(runner.tokenizer, target)
+        except UsageError as error:
+            raise InputError(str(error), path=path, field=f"target {index + 1}") from None
+        if limit is not None and len(before) + len(after) + len(ids) + 1 > limit:
+            raise InputError(f"target has {len(ids)} tokens; with a prompt it exceeds the model's context of "
+                             f"{limit} tokens", path=path, field=f"target {index + 1}")
+
+
+def _versions() -> dict[str, str]:
+    import importlib.metadata as md
+    import platform
+
+    from evalkit import __version__
+
+    out = {"evalkit": __version__, "python": sys.version.split()[0], "platform": platform.platform()}
+    for name in ("torch", "transformers", "tokenizers", "numpy"):
+        with contextlib.suppress(md.PackageNotFoundError):
+            out[name] = md.version(name)
+    return out
+
+
+def _now() -> str:
+    return dt.datetime.now(dt.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def _acr_for_model(spec: str, args: argparse.Namespace, targets: list[str], config: Any, directory: Path,
+                   *, after: Any = None) -> dict[str, Any]:
+    """Load ``spec``, compute the targets not yet in ``directory``, write summary.json (+ report.html).
+
+    ``after(runner, rows)``, when given, runs while the model is still loaded (the compare command's
+    completion tests). Returns ``{"summary", "rows", "runner", "after"}``.
+    """
+    from acr import compute_acr_many, summarize_results
+    from acr.runfiles import (
+        REPORT_FILE,
+        RESULTS_FILE,
+        ResultsFile,
+        config_fingerprint,
+        file_sha256,
+        ordered_rows,
+        plan_resume,
+        write_summary,
+    )
+
+    started = time.perf_counter()
+    created = _now()
+    runner = _load_model(spec, args)
+    load_s = time.perf_counter() - started
+    _validate_targets(runner, targets, config, args.targets)
+    model_id = _model_id(runner, spec)
+    fingerprint = config_fingerprint(config.to_dict())
+
+    directory.mkdir(parents=True, exist_ok=True)
+    results_file = ResultsFile(directory)
+    existing = results_file.load()
+    done, todo = plan_resume(existing, targets, model=model_id, seed=config.seed, fingerprint=fingerprint,
+                             where=str(directory))
+    resumed = len(done)
+    if resumed:
+        note = " (dropped a half-written last line)" if results_file.dropped_partial else ""
+        print(f"resuming {directory}: {resumed} target(s) already done, {len(todo)} to compute{note}",
+              file=sys.stderr)
+
+    def keep(result: Any) -> None:
+        row = result.to_dict()
+        row["config_fingerprint"] = fingerprint
+        results_file.append(row)
+        done[row["target"]] = row
+
+    acr_started = time.perf_counter()
+    if todo:
+        compute_acr_many(runner.model, runner.tokenizer, todo, config, progress=not args.no_progress,
+                         on_result=keep, model_name=model_id)
+    acr_s = time.perf_counter() - acr_started
+    rows = ordered_rows(done, targets)
+    extra = after(runner, rows) if after is not None else None
+
+    stats = summarize_results(rows, seed=config.seed)
+    counts = {"total": stats["total"], "memorized": stats["memorized"], "censored": stats["censored"],
+              "successful": stats["successful"], "resumed": resumed, "computed": len(todo),
+              "targets_in_file": len(targets), "duplicates": len(targets) - len(dict.fromkeys(targets))}
+    describe = runner.describe() if callable(getattr(runner, "describe", None)) else {"spec": spec}
+    summary = {
+        **stats,
+        "resumed": resumed,
+        "computed": len(todo),
+        "counts": counts,
+        "model": spec,
+        "model_id": model_id,
+        "targets": {"path": str(args.targets), "sha256": file_sha256(args.targets),
+                    "target_field": args.target_field, "n_targets": len(targets),
+                    "max_targets": args.max_targets},
+        "seed": config.seed,
+        "config": config.to_dict(),
+        "config_fingerprint": fingerprint,
+        "runner": describe,
+        "versions": _versions(),
+        "created_at": created,
+        "timings": {"load_s": round(load_s, 3), "acr_s": round(acr_s, 3),
+                    "total_s": round(time.perf_counter() - started, 3)},
+        "files": {"results": RESULTS_FILE, "report": None if args.no_report else REPORT_FILE},
+    }
+    write_summary(directory, summary)
+    if not args.no_report:
+        from evalkit.report.html import write_acr_report
+
+        write_acr_report(directory / REPORT_FILE, summary, rows)
+    return {"summary": summary, "rows": rows, "runner": runner, "after": extra}
+
+
+def _fmt(value: Any, digits: int = 2) -> str:
+    if value is None:
+        return "-"
+    if isinstance(value, bool):
+        return "yes" if value else "no"
+    if isinstance(value, float):
+        return f"{value:.{digits}f}"
+    return str(value)
+
+
+def _ci(pair: Any) -> str:
+    return f"[{_fmt(pair[0])}, {_fmt(pair[1])}]" if pair else "-"
+
+
+def _clip(text: str, width: int = 40) -> str:
+    """Untrusted text for one terminal cell: control characters escaped, clipped to ``width``."""
+    safe = "".join(ch if ch.isprintable() else repr(ch)[1:-1] for ch in text)
+    return safe if len(safe) <= width else safe[: width - 1] + "…"
+
+
+def _table(header: list[str], rows: list[list[str]]) -> str:
+    widths = [max(len(h), *(len(r[i]) for r in rows)) if rows else len(h) for i, h in enumerate(header)]
+    lines = ["  ".join(h.ljust(w) for h, w in zip(header, widths, strict=True))]
+    lines.append("  ".join("-" * w for w in widths))
+    lines += ["  ".join(c.ljust(w) for c, w in zip(r, widths, strict=True)) for r in rows]
+    return "\n".join(lines)
+
+
+# ---------------------------------------------------------------------------------------------- commands
+
+
+def run_acr(args: argparse.Namespace) -> int:
+    """``evalkit acr run``."""
+    _check_spec(args.model)  # before any heavy import: a bedrock:/API spec fails in milliseconds
+    config = _config(args)
+    targets = _load_targets(args)
+    directory = Path(args.output_dir)
+    out = _acr_for_model(args.model, args, targets, config, directory)
+    s = out["summary"]
+    rows = [[_clip(r["target"]), _fmt(r["target_tokens"]), _fmt(r["prompt_tokens"]),
+             ("<" if r["censored"] else "") + _fmt(r["acr"]),
+             _fmt(r["memorized"]), _fmt(r["censored"])] for r in out["rows"]]
+    print(_table(["target", "|y|", "|x|", "ACR", "memorized", "censored"], rows))
+    print(f"\nmean ACR {_fmt(s['mean_acr'])} {_ci(s['mean_acr_ci95'])}; memorized {s['memorized']}/{s['total']} "
+          f"({_fmt(s['portion_memorized'])} {_ci(s['portion_memorized_ci95'])}); censored {s['censored']}; "
+          f"resumed {s['resumed']}, computed {s['computed']}")
+    files = "results.jsonl, summary.json" + ("" if args.no_report else ", report.html")
+    print(f"wrote {directory}/ ({files})")
+    return 0
+
+
+def compare_acr(args: argparse.Namespace) -> int:
+    """``evalkit acr compare``."""
+    if len(args.model) != 2:
+        raise UsageError(f"acr compare needs exactly two --model options (A then B), got {len(args.model)}")
+    for spec in args.model:
+        _check_spec(spec)
+    config = _config(args)
+    targets = _load_targets(args)
+    directory = Path(args.output_dir or f"reports/{dt.datetime.now():%Y%m%d-%H%M%S}-acr-compare")
+
+    from acr import completion_test
+
+    def completions(runner: Any, rows: list[dict[str, Any]]) -> dict[str, dict[str, Any] | None]:
+        out: dict[str, dict[str, Any] | None] = {}
+        for row in rows:
+            if row["target_tokens"] < 2:
+                out[row["target"]] = None  # nothing to complete
+                continue
+            test = completion_test(runner.model, runner.tokenizer, row["target"])
+            out[row["target"]] = {k: test[k] for k in ("memorized", "match_fraction", "prefix_tokens",
+                                                      "suffix_tokens", "generated_text")}
+        return out
+
+    runs = {}
+    for label, spec in zip(("a", "b"), args.model, strict=True):
+        runs[label] = _acr_for_model(spec, args, targets, config, directory / f"model_{label}", after=completions)
+        runs[label]["runner"] = None  # free the model before the next one loads
+
+    from evalkit.atomic import atomic_write_json, atomic_write_jsonl
+    from evalkit.stats import bootstrap_ci
+
+    by = {label: {r["target"]: r for r in run["rows"]} for label, run in runs.items()}
+    records = []
+    for index, target in enumerate(dict.fromkeys(targets)):
+        a, b = by["a"][target], by["b"][target]
+        ca, cb = runs["a"]["after"][target], runs["b"]["after"][target]
+        diff = None if a["acr"] is None or b["acr"] is None else b["acr"] - a["acr"]
+        records.append({
+            "index": index, "target": target, "target_tokens": a["target_tokens"],
+            "acr_a": a["acr"], "acr_b": b["acr"], "acr_diff": diff,
+            "prompt_tokens_a": a["prompt_tokens"], "prompt_tokens_b": b["prompt_tokens"],
+            "prompt_text_a": a["prompt_text"], "prompt_text_b": b["prompt_text"],
+            "memorized_a": a["memorized"], "memorized_b": b["memorized"],
+            "censored_a": a["censored"], "censored_b": b["censored"],
+            "completion_memorized_a": None if ca is None else ca["memorized"],
+            "completion_memorized_b": None if cb is None else cb["memorized"],
+            "completion_match_a": None if ca is None else ca["match_fraction"],
+            "completion_match_b": None if cb is None else cb["match_fraction"],
+            "completion_a": ca, "completion_b": cb,
+        })
+    diffs = [r["acr_diff"] for r in records if r["acr_diff"] is not None]
+
+    def count(key: str) -> int:
+        return sum(1 for r in records if r[key])
+
+    sa, sb = runs["a"]["summary"], runs["b"]["summary"]
+    summary = {
+        "model_a": args.model[0], "model_b": args.model[1],
+        "model_id_a": sa["model_id"], "model_id_b": sb["model_id"],
+        "targets": sa["targets"], "seed": config.seed, "config": config.to_dict(),
+        "config_fingerprint": sa["config_fingerprint"], "n": len(records),
+        "mean_acr_a": sa["mean_acr"], "mean_acr_a_ci95": sa["mean_acr_ci95"],
+        "mean_acr_b": sb["mean_acr"], "mean_acr_b_ci95": sb["mean_acr_ci95"],
+        "mean_acr_diff": sum(diffs) / len(diffs) if diffs else None,
+        "mean_acr_diff_ci95": list(bootstrap_ci(diffs, seed=config.seed)) if diffs else None,
+        "portion_memorized_a": sa["portion_memorized"], "portion_memorized_b": sb["portion_memorized"],
+        "memorized_a": count("memorized_a"), "memorized_b": count("memorized_b"),
+        "memorized_a_not_b": sum(1 for r in records if r["memorized_a"] and not r["memorized_b"]),
+        "memorized_b_not_a": sum(1 for r in records if r["memorized_b"] and not r["memorized_a"]),
+        "completion_memorized_a": count("completion_memorized_a"),
+        "completion_memorized_b": count("completion_memorized_b"),
+        "censored_a": count("censored_a"), "censored_b": count("censored_b"),
+        "note": "acr_diff = acr_b - acr_a per target; a censored ACR enters at its upper bound |y| / cap",
+        "runs": {"a": str(directory / "model_a"), "b": str(directory / "model_b")},
+        "versions": sa["versions"], "created_at": _now(),
+    }
+    atomic_write_jsonl(directory / COMPARE_FILE, records)
+    atomic_write_json(directory / COMPARE_SUMMARY_FILE, summary)
+
+    def acr(r: dict[str, Any], side: str) -> str:  # a censored ACR is an upper bound
+        return ("<" if r[f"censored_{side}"] else "") + _fmt(r[f"acr_{side}"])
+
+    table = [[_clip(r["target"], 36), acr(r, "a"), acr(r, "b"), _fmt(r["acr_diff"]),
+              f"{_fmt(r['memorized_a'])}/{_fmt(r['memorized_b'])}",
+              f"{_fmt(r['completion_memorized_a'])}/{_fmt(r['completion_memorized_b'])}"] for r in records]
+    print(_table(["target", "ACR A", "ACR B", "B-A", "memorized A/B", "completion A/B"], table))
+    print(f"\nA = {_clip(args.model[0], 80)}\nB = {_clip(args.model[1], 80)}")
+    print(f"mean ACR A {_fmt(summary['mean_acr_a'])}, B {_fmt(summary['mean_acr_b'])}; mean B-A "
+          f"{_fmt(summary['mean_acr_diff'])} {_ci(summary['mean_acr_diff_ci95'])}; memorized A {summary['memorized_a']}"
+          f", B {summary['memorized_b']} of {len(records)}; completion test A {summary['completion_memorized_a']}, "
+          f"B {summary['completion_memorized_b']}")
+    print(f"wrote {directory}/ ({COMPARE_FILE}, {COMPARE_SUMMARY_FILE}, model_a/, model_b/)")
+    return 0

@@ -1,0 +1,251 @@
+"""``evalkit acr run`` / ``evalkit acr compare`` through the real CLI, on a tiny model trained here.
+
+The model (tests/acr_models.py) memorizes three quotes behind a 2-token prompt; it is saved with
+save_pretrained and passed as ``hf:<dir>``, exactly as a user would. An untrained copy of the same
+architecture stands in for an "unlearned" model in the compare test.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+from markupsafe import escape
+
+from evalkit.cli import main
+from tests.acr_models import QUOTES, build_tokenizer, random_strings, train
+
+ROOT = Path(__file__).resolve().parents[1]
+SCRIPT = "sun <script>alert('x')</script> moon"
+# Small and fast: a memorized quote is found at 2 tokens; everything else stops at a 4-token cap.
+KNOBS = ["--seed", "0", "--initial-length", "2", "--steps", "12", "--search-width", "32", "--topk", "32",
+         "--max-prompt-tokens", "4", "--device", "cpu", "--no-progress"]
+ENV = {**os.environ, "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1", "TOKENIZERS_PARALLELISM": "false",
+       "HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1", "MPLBACKEND": "Agg"}
+ENV.pop("EVALKIT_DEBUG", None)
+
+
+@pytest.fixture(scope="module", autouse=True)
+def one_thread():
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+@pytest.fixture(scope="module")
+def models(tmp_path_factory, one_thread):
+    """(trained dir, untrained dir, targets .json path, targets)."""
+    from transformers import LlamaForCausalLM
+
+    root = tmp_path_factory.mktemp("acr_models")
+    tokenizer = build_tokenizer()
+    trained = train(tokenizer)
+    trained.save_pretrained(root / "trained")
+    tokenizer.save_pretrained(root / "trained")
+    torch.manual_seed(1)
+    untrained = LlamaForCausalLM(trained.config).eval()
+    untrained.save_pretrained(root / "untrained")
+    tokenizer.save_pretrained(root / "untrained")
+    targets = [QUOTES["hamlet"], QUOTES["caesar"], random_strings(tokenizer, 1, 6)[0], SCRIPT]
+    path = root / "targets.json"
+    path.write_text(json.dumps(targets), encoding="utf-8")
+    return root / "trained", root / "untrained", path, targets
+
+
+def _cli(*args: str) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "evalkit", *map(str, args)], cwd=ROOT, env=ENV,
+                          capture_output=True, text=True, timeout=300)
+
+
+def _rows(directory: Path) -> list[dict]:
+    return [json.loads(line) for line in (directory / "results.jsonl").read_text(encoding="utf-8").splitlines()]
+
+
+def _stable(rows: list[dict]) -> list[dict]:
+    return [{k: v for k, v in r.items() if k != "wall_seconds"} for r in rows]
+
+
+@pytest.fixture(scope="module")
+def first_run(models, tmp_path_factory):
+    trained, _, targets_path, _ = models
+    out = tmp_path_factory.mktemp("acr_run") / "run"
+    proc = _cli("acr", "run", "--model", f"hf:{trained}", "--targets", targets_path, "--output-dir", out, *KNOBS)
+    assert proc.returncode == 0, proc.stderr
+    return out, proc
+
+
+def test_run_writes_results_summary_and_escaped_report(models, first_run):
+    trained, _, targets_path, targets = models
+    out, proc = first_run
+    rows = _rows(out)
+    assert [r["target"] for r in rows] == targets
+    fields = {"target", "target_ids", "prompt_ids", "input_ids", "prompt_text", "target_tokens", "prompt_tokens",
+              "acr", "memorized", "success", "verified_generation", "censored", "lengths_tried", "steps",
+              "forward_passes", "wall_seconds", "seed", "model", "config_fingerprint"}
+    for row in rows:
+        assert fields <= set(row)
+        assert row["model"] == f"hf:{trained.resolve()}" and row["seed"] == 0
+        assert row["input_ids"][-len(row["prompt_ids"]):] == row["prompt_ids"]
+    for row in rows[:2]:  # memorized quotes: a 2-token prompt (or shorter) emits them, verified by generate
+        assert row["memorized"] and row["success"] and row["verified_generation"] and not row["censored"]
+        assert row["acr"] == row["target_tokens"] / row["prompt_tokens"] > 1
+    for row in rows[2:]:
+        assert not row["memorized"]
+
+    summary = json.loads((out / "summary.json").read_text(encoding="utf-8"))
+    assert summary["counts"]["total"] == summary["total"] == 4
+    assert summary["memorized"] == summary["counts"]["memorized"] == 2
+    assert summary["censored"] == sum(r["censored"] for r in rows)
+    assert summary["portion_memorized"] == 0.5 and len(summary["portion_memorized_ci95"]) == 2
+    assert summary["mean_acr"] == pytest.approx(sum(r["acr"] for r in rows) / 4)
+    assert (summary["resumed"], summary["computed"]) == (0, 4)
+    assert summary["targets"]["sha256"] and summary["targets"]["path"] == str(targets_path)
+    assert summary["config"]["steps_per_length"] == 12 and summary["versions"]["torch"]
+    assert "mean ACR" in proc.stdout and "wrote" in proc.stdout
+
+    report = (out / "report.html").read_text(encoding="utf-8")
+    assert "<script>alert" not in report
+    assert str(escape(SCRIPT)) in report  # the same escaping Jinja applies
+    assert "Adversarial compression ratio" in report and "data:image/png;base64," in report
+    assert str(escape(QUOTES["hamlet"])) in report
+
+
+def test_resume_recomputes_only_missing_targets_and_matches_an_uninterrupted_run(models, first_run,
+                                                                                   tmp_path):
+    trained, _, targets_path, _ = models
+    full, _ = first_run
+    out = tmp_path / "resumed"
+    out.mkdir()
+    lines = (full / "results.jsonl").read_text(encoding="utf-8").splitlines(keepends=True)
+    (out / "results.jsonl").write_text(lines[0] + lines[1][: len(lines[1]) // 2], encoding="utf-8")
+    proc = _cli("acr", "run", "--model", f"hf:{trained}", "--targets", targets_path, "--output-dir", out, *KNOBS)
+    assert proc.returncode == 0, proc.stderr
+    assert "resuming" in proc.stderr
+    summary = json.loads((out / "summary.json").read_text(encoding="utf-8"))
+    assert (summary["resumed"], summary["computed"]) == (1, 3)
+    rows, reference = _rows(out), _rows(full)
+    assert rows[0] == reference[0]  # kept as written, wall_seconds included: not recomputed
+    assert _stable(rows) == _stable(reference)  # deterministic for a seed
+
+    again = _cli("acr", "run", "--model", f"hf:{trained}", "--targets", targets_path, "--output-dir", out, *KNOBS)
+    assert again.returncode == 0, again.stderr
+    assert json.loads((out / "summary.json").read_text())["computed"] == 0 and _rows(out) == rows
+
+    other_seed = [*KNOBS[:1], "1", *KNOBS[2:]]
+    mixed = _cli("acr", "run", "--model", f"hf:{trained}", "--targets", targets_path, "--output-dir", out,
+                 *other_seed)
+    assert mixed.returncode == 2 and "different run" in mixed.stderr
+
+
+def test_compare_trained_vs_untrained(models, first_run, tmp_path):
+    trained, untrained, targets_path, targets = models
+    out = tmp_path / "cmp"
+    shutil.copytree(first_run[0], out / "model_a")  # model A's run is reused (resumed), only B is computed
+    proc = _cli("acr", "compare", "--model", f"hf:{trained}", "--model", f"hf:{untrained}",
+                "--targets", targets_path, "--output-dir", out, *KNOBS)
+    assert proc.returncode == 0, proc.stderr
+    records = [json.loads(x) for x in (out / "compare.jsonl").read_text(encoding="utf-8").splitlines()]
+    assert [r["target"] for r in records] == targets
+    for r in records:
+        assert r["acr_diff"] == pytest.approx(r["acr_b"] - r["acr_a"])
+        assert "completion_memorized_a" in r and "completion_memorized_b" in r
+    for r in records[:2]:
+        assert r["memorized_a"] and not r["memorized_b"] and r["acr_diff"] < 0
+        # the quote was learned behind its title, so its own first half need not complete it under A;
+        # the untrained B completes nothing
+        assert isinstance(r["completion_memorized_a"], bool) and r["completion_memorized_b"] is False
+    summary = json.loads((out / "compare.json").read_text(encoding="utf-8"))
+    assert summary["n"] == 4 and summary["memorized_a_not_b"] == 2 and summary["memorized_b"] == 0
+    low, high = summary["mean_acr_diff_ci95"]
+    assert low <= summary["mean_acr_diff"] <= high <= 0 and summary["mean_acr_diff"] < 0
+    assert json.loads((out / "model_a" / "summary.json").read_text())["computed"] == 0
+    assert json.loads((out / "model_b" / "summary.json").read_text())["computed"] == 4
+    assert "B-A" in proc.stdout and "completion A/B" in proc.stdout
+
+
+def _one_line_error(code: int, err: str) -> None:
+    assert code == 2, err
+    lines = [line for line in err.splitlines() if line.strip()]
+    assert len(lines) == 1 and lines[0].startswith("evalkit: error:"), err
+    assert "Traceback" not in err
+
+
+def test_bad_input_exits_2_with_one_line(models, tmp_path, capsys, monkeypatch):
+    trained, _, targets_path, _ = models
+
+    # Real processes: no traceback reaches the terminal.
+    proc = _cli("acr", "run", "--model", "bedrock:anthropic.claude", "--targets", targets_path,
+                "--output-dir", tmp_path / "x")
+    _one_line_error(proc.returncode, proc.stderr)
+    assert "ACR needs a local model with gradients (hf:...)" in proc.stderr
+    binary = tmp_path / "binary.json"
+    binary.write_bytes(b"[\"a\x00b\"]")
+    proc = _cli("acr", "run", "--model", f"hf:{trained}", "--targets", binary, "--output-dir", tmp_path / "x")
+    _one_line_error(proc.returncode, proc.stderr)
+    assert "not a text file" in proc.stderr
+
+    def run(targets: Path, model: str = f"hf:{trained}") -> str:
+        code = main(["acr", "run", "--model", model, "--targets", str(targets), "--output-dir",
+                     str(tmp_path / "out"), *KNOBS])
+        err = capsys.readouterr().err
+        _one_line_error(code, err)
+        return err
+
+    empty = tmp_path / "empty.json"
+    empty.write_text(json.dumps([QUOTES["hamlet"], ""]), encoding="utf-8")
+    assert "empty target" in run(empty)
+    long = tmp_path / "long.json"
+    long.write_text(json.dumps(["sun " * 80]), encoding="utf-8")
+    assert "context of 64 tokens" in run(long)
+    csv = tmp_path / "targets.csv"
+    csv.write_text("text\nhello\n", encoding="utf-8")
+    assert "unknown target file type" in run(csv)
+    assert "ACR needs a local model with gradients (hf:...)" in run(targets_path, model="api:gpt")
+    assert not (tmp_path / "out" / "results.jsonl").exists()
+
+    class NoModel:  # e.g. an API runner registered under a gradient-capable prefix
+        spec = "hf:remote"
+
+    monkeypatch.setattr("evalkit.runners.base.create_runner", lambda spec, options=None: NoModel())
+    assert "ACR needs a local model with gradients (hf:...)" in run(targets_path)
+
+
+def test_acr_help_imports_no_heavy_library():
+    code = ("import sys, evalkit.cli as c\n"
+            "for argv in (['--help'], ['acr', '--help'], ['acr', 'run', '--help'], ['acr', 'compare', '--help']):\n"
+            "    try:\n        c.build_parser().parse_args(argv)\n    except SystemExit:\n        pass\n"
+            "print([m for m in ('torch', 'transformers', 'numpy', 'pandas') if m in sys.modules])")
+    proc = subprocess.run([sys.executable, "-c", code], cwd=ROOT, env=ENV, capture_output=True, text=True,
+                          timeout=60)
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.strip().splitlines()[-1] == "[]"
+    assert "--max-prompt-tokens" in proc.stdout and "--search-width" in proc.stdout
+
+
+def test_results_file_repairs_a_torn_last_line_and_refuses_a_corrupt_middle(tmp_path):
+    from acr.runfiles import ResultsFile, plan_resume
+    from evalkit.errors import InputError, UsageError
+
+    results = ResultsFile(tmp_path)
+    assert results.load() == []
+    rows = [{"target": t, "model": "hf:m", "seed": 0, "config_fingerprint": "f"} for t in ("a", "b")]
+    for row in rows:
+        results.append(row)
+    text = results.path.read_text(encoding="utf-8")
+    results.path.write_text(text + '{"target": "c", "mod', encoding="utf-8")
+    assert results.load() == rows and results.dropped_partial
+    assert results.path.read_text(encoding="utf-8") == text  # rewritten without the torn line
+    done, todo = plan_resume(rows, ["a", "c", "b", "c"], model="hf:m", seed=0, fingerprint="f", where="DIR")
+    assert set(done) == {"a", "b"} and todo == ["c"]
+    with pytest.raises(UsageError, match="different run"):
+        plan_resume(rows, ["a"], model="hf:m", seed=1, fingerprint="f", where="DIR")
+    results.path.write_text('{"target": "a"}\nnot json\n{"target": "b"}\n', encoding="utf-8")
+    with pytest.raises(InputError, match=r"results.jsonl:2: corrupt line"):
+        ResultsFile(tmp_path).load()
