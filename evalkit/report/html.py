@@ -1,0 +1,602 @@
+"""Self-contained HTML report for one evaluation run.
+
+``render_report(results, records)`` turns a run's ``results.json`` (a dict) and ``records.jsonl``
+(a list of dicts) into one HTML file that needs nothing else: styles and the small sorting/filter
+script are inline, histograms are inline base64 PNGs, and a Content-Security-Policy forbids the page
+from loading anything at all (only the report's own script, pinned by its SHA-256, may run).
+
+Security: every model / dataset / metadata string is untrusted. The Jinja2 environment autoescapes
+everything, nothing untrusted is marked safe, and no data is handed to JavaScript (the script reads
+the already-escaped DOM). Text is escaped, never deleted.
+
+Extending: the page body is a list of :class:`Section` objects; each names a macro of
+``templates/run.html.j2`` (``kind``) that renders ``section.data``. To add a section, write a
+``section_<kind>`` macro, register it in the template's ``renderers`` dict and build the section in
+:func:`build_sections` (or pass ``extra_sections=`` to :func:`render_report`). A section whose kind
+has no macro is rendered as a generic key/value table.
+
+Rebuild a run's report from the command line::
+
+    python -m evalkit.report.html RESULTS_DIR        # reads results.json + records.jsonl
+"""
+
+from __future__ import annotations
+
+import argparse
+import base64
+import hashlib
+import io
+import json
+import math
+import os
+import sys
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from functools import lru_cache
+from pathlib import Path
+from typing import Any
+
+from evalkit.atomic import atomic_write_text
+
+TEMPLATE_NAME = "run.html.j2"
+TEMPLATE_DIR = Path(__file__).with_name("templates")
+PREVIEW_CHARS = 180  # characters of a text cell shown before "more"
+
+# Stable display order for well-known metrics; anything else follows in results order.
+_METRIC_ORDER = ("rouge1", "rouge2", "rougeL", "rougeLsum", "meteor", "bertscore",
+                 "bertscore_precision", "bertscore_recall")
+
+# Canonical count keys, shown first and with friendly labels.
+_COUNT_LABELS = {"records": "Records", "scored": "Scored", "errors": "Errors",
+                 "skipped_invalid": "Skipped invalid"}
+
+
+@dataclass(frozen=True)
+class Section:
+    """One top-level block of the report.
+
+    id: HTML anchor (unique in the page); title: heading and nav label; kind: which template macro
+    renders it (``section_<kind>``; unknown kinds fall back to a key/value table of ``data``);
+    data: whatever that macro expects; badge: optional short status shown next to the nav label
+    (e.g. ``"PASS"``/``"FAIL"``), with badge_ok choosing its colour.
+    """
+
+    id: str
+    title: str
+    kind: str
+    data: Any = None
+    badge: str | None = None
+    badge_ok: bool | None = None
+
+
+@dataclass
+class _Text:
+    """A text cell: a short preview plus (when truncated, or several parts) the full parts."""
+
+    preview: str
+    parts: list[str] = field(default_factory=list)
+    truncated: bool = False
+    missing: bool = False
+
+
+# ----------------------------------------------------------------------------------------------
+# small, crash-proof formatting helpers (results.json fields may be missing or oddly typed)
+
+
+def _dict(v: Any) -> dict:
+    return v if isinstance(v, Mapping) else {}
+
+
+def _finite(v: Any) -> float | None:
+    if isinstance(v, bool) or not isinstance(v, (int, float)):
+        return None
+    f = float(v)
+    return f if math.isfinite(f) else None
+
+
+def _fmt_num(v: Any, digits: int = 4) -> str:
+    """Numbers to fixed decimals (ints as ints); anything else to its plain string form."""
+    if v is None:
+        return "—"
+    if isinstance(v, bool):
+        return "true" if v else "false"
+    if isinstance(v, int):
+        return str(v)
+    if isinstance(v, float):
+        if math.isnan(v):
+            return "NaN"
+        if math.isinf(v):
+            return "∞" if v > 0 else "−∞"
+        return f"{v:.{digits}f}"
+    return _plain(v)
+
+
+def _plain(v: Any) -> str:
+    """Any JSON value as display text (strings verbatim, containers as compact JSON)."""
+    if isinstance(v, str):
+        return v
+    if v is None:
+        return "null"
+    if isinstance(v, bool):
+        return "true" if v else "false"
+    if isinstance(v, (int, float)):
+        return repr(v)
+    try:
+        return json.dumps(v, ensure_ascii=False, default=str)
+    except (TypeError, ValueError):
+        return str(v)
+
+
+def _fmt_seconds(v: Any) -> str:
+    f = _finite(v)
+    if f is None:
+        return _plain(v)
+    if f < 60:
+        return f"{f:.1f} s"
+    m, s = divmod(f, 60)
+    if m < 60:
+        return f"{int(m)} min {s:04.1f} s"
+    h, m = divmod(m, 60)
+    return f"{int(h)} h {int(m):02d} min"
+
+
+def _flatten(d: Any, prefix: str = "") -> list[tuple[str, str]]:
+    """Nested dicts to ``[("a.b", "value"), ...]`` for generic key/value tables."""
+    if not isinstance(d, Mapping):
+        return [(prefix or "value", _plain(d))] if d is not None or prefix else []
+    rows: list[tuple[str, str]] = []
+    for k, v in d.items():
+        key = f"{prefix}.{k}" if prefix else str(k)
+        if isinstance(v, Mapping) and v:
+            rows.extend(_flatten(v, key))
+        else:
+            rows.append((key, _plain(v)))
+    return rows
+
+
+def _preview(text: str, limit: int = PREVIEW_CHARS) -> tuple[str, bool]:
+    if len(text) <= limit and text.count("\n") < 4:
+        return text, False
+    cut = text[:limit]
+    lines = cut.split("\n")
+    if len(lines) > 4:
+        cut = "\n".join(lines[:4])
+    elif " " in cut[limit // 2:]:
+        cut = cut[: cut.rfind(" ")]
+    return cut.rstrip() + " …", True
+
+
+def _text(v: Any) -> _Text:
+    if v is None:
+        return _Text(preview="", missing=True)
+    if isinstance(v, (list, tuple)):
+        parts = [_plain(x) for x in v]
+        if not parts:
+            return _Text(preview="", missing=True)
+        if len(parts) == 1:
+            return _text(parts[0])
+        first, _ = _preview(parts[0])
+        return _Text(preview=first, parts=parts, truncated=True)
+    s = _plain(v)
+    pv, cut = _preview(s)
+    return _Text(preview=pv, parts=[s], truncated=cut)
+
+
+def _ordered_metrics(names: Iterable[str]) -> list[str]:
+    seen = list(dict.fromkeys(str(n) for n in names))
+    known = [m for m in _METRIC_ORDER if m in seen]
+    return known + [m for m in seen if m not in known]
+
+
+def _score_class(v: float | None) -> str:
+    """Five-step shading for scores in [0, 1]; no shading for other ranges."""
+    if v is None or not 0.0 <= v <= 1.0:
+        return ""
+    return f"q{min(int(v * 5), 4)}"
+
+
+# ----------------------------------------------------------------------------------------------
+# section builders
+
+
+def _overview(results: Mapping) -> dict:
+    ds = _dict(results.get("dataset"))
+    run_rows: list[tuple[str, str]] = []
+    for label, value in (("Task", results.get("task")), ("Model", results.get("model")),
+                         ("Created", results.get("created_at")), ("Seed", results.get("seed"))):
+        if value is not None:
+            run_rows.append((label, _plain(value)))
+    dataset_rows: list[tuple[str, str]] = []
+    for label, key in (("Path", "path"), ("SHA-256", "sha256"), ("Records", "n_records")):
+        if ds.get(key) is not None:
+            dataset_rows.append((label, _plain(ds[key])))
+    known = {"path", "sha256", "n_records"}
+    dataset_rows += [(k, v) for k, v in _flatten({k: v for k, v in ds.items() if k not in known})]
+    timings = [(str(k).removesuffix("_s").replace("_", " ").capitalize(), _fmt_seconds(v))
+               for k, v in _dict(results.get("timings")).items()]
+    counts = _dict(results.get("counts"))
+    count_rows = [(_COUNT_LABELS[k], _fmt_num(counts[k])) for k in _COUNT_LABELS if k in counts]
+    count_rows += [(str(k), _fmt_num(v)) for k, v in counts.items() if k not in _COUNT_LABELS]
+    template = results.get("prompt_template")
+    return {
+        "run": run_rows,
+        "dataset": dataset_rows,
+        "counts": count_rows,
+        "timings": timings,
+        "prompt_template": None if template is None else _plain(template),
+    }
+
+
+def _metric_rows(results: Mapping) -> list[dict]:
+    metrics = _dict(results.get("metrics"))
+    rows = []
+    for name in _ordered_metrics(metrics):
+        m = metrics.get(name, None)
+        if not isinstance(m, Mapping):
+            m = {"mean": m}
+        ci = m.get("ci95")
+        lo = hi = None
+        if isinstance(ci, (list, tuple)) and len(ci) == 2:
+            lo, hi = ci
+        rows.append({
+            "name": name,
+            "mean": _fmt_num(m.get("mean")),
+            "std": _fmt_num(m.get("std")),
+            "n": _fmt_num(m.get("n")),
+            "ci": None if ci is None else (
+                f"[{_fmt_num(lo)}, {_fmt_num(hi)}]" if lo is not None or hi is not None else _plain(ci)),
+        })
+    return rows
+
+
+def _gate(gate: Any) -> dict:
+    """Generic rendering data for ``results["gate"]``: overall verdict + a table of checks.
+
+    A dict of dicts (``{"rouge1": {"threshold": 0.3, "value": 0.31, "passed": true}}``) becomes a
+    table with one row per check; any other dict becomes a key/value table.
+    """
+    g = _dict(gate)
+    passed = g.get("passed", g.get("pass"))
+    passed = passed if isinstance(passed, bool) else None
+    nested = {k: v for k, v in g.items() if isinstance(v, Mapping)}
+    # checks may also sit one level down, e.g. {"passed": false, "checks": {...}} or a list of dicts
+    for key in ("checks", "results", "rules"):
+        inner = g.get(key)
+        if isinstance(inner, list) and inner and all(isinstance(x, Mapping) for x in inner):
+            inner = {_plain(x.get("name", x.get("metric", i))): x for i, x in enumerate(inner)}
+        if isinstance(inner, Mapping) and inner and all(isinstance(v, Mapping) for v in inner.values()):
+            nested = dict(inner)
+            g = {k: v for k, v in g.items() if k != key}
+            break
+    columns: list[str] = []
+    for v in nested.values():
+        for k in v:
+            if str(k) not in columns:
+                columns.append(str(k))
+    checks = []
+    for name, v in nested.items():
+        ok = v.get("passed", v.get("pass"))
+        checks.append({
+            "name": _plain(name),
+            "cells": [_fmt_num(v.get(c)) if c in v else "" for c in columns],
+            "ok": ok if isinstance(ok, bool) else None,
+        })
+    flat = {k: v for k, v in g.items() if k not in nested and k not in ("passed", "pass")}
+    return {"passed": passed, "columns": columns, "checks": checks, "other": _flatten(flat)}
+
+
+def _histograms(metric_names: Sequence[str], records: Sequence[Mapping]) -> list[dict]:
+    out = []
+    for name in metric_names:
+        values = [f for r in records
+                  if (f := _finite(_dict(r.get("scores")).get(name))) is not None]
+        out.append({"name": name, "n": len(values), "png": _histogram_png(name, values) if values else None})
+    return out
+
+
+def _histogram_png(name: str, values: Sequence[float]) -> str:
+    """One histogram as base64 PNG. Agg canvas on a bare Figure: no pyplot, no global backend switch."""
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+
+    fig = Figure(figsize=(4.4, 2.5), dpi=100, layout="constrained")
+    FigureCanvasAgg(fig)
+    try:
+        ax = fig.add_subplot()
+        lo, hi = min(values), max(values)
+        unit = lo >= 0.0 and hi <= 1.0
+        bins = [i / 20 for i in range(21)] if unit else min(30, max(5, int(math.sqrt(len(values))) + 1))
+        ax.hist(values, bins=bins, color="#4c78a8", edgecolor="white", linewidth=0.6)
+        mean = sum(values) / len(values)
+        ax.axvline(mean, color="#d9622b", linewidth=1.4, linestyle="--")
+        ax.annotate(f"mean {mean:.3f}", xy=(mean, 1.0), xycoords=("data", "axes fraction"),
+                    xytext=(4, -4), textcoords="offset points", va="top", fontsize=8, color="#b4471a")
+        if unit:
+            ax.set_xlim(0, 1)
+        ax.set_xlabel("score", fontsize=8, color="#444")
+        ax.set_ylabel("records", fontsize=8, color="#444")
+        ax.tick_params(labelsize=7, colors="#555")
+        ax.yaxis.get_major_locator().set_params(integer=True)
+        for side in ("top", "right"):
+            ax.spines[side].set_visible(False)
+        for side in ("left", "bottom"):
+            ax.spines[side].set_color("#bbb")
+        ax.grid(axis="y", color="#eee", linewidth=0.8)
+        ax.set_axisbelow(True)
+        buf = io.BytesIO()
+        fig.savefig(buf, format="png", dpi=150, metadata={"Software": None})
+    finally:
+        fig.clear()
+    return base64.b64encode(buf.getvalue()).decode("ascii")
+
+
+def _sample_table(metric_names: Sequence[str], records: Sequence[Any]) -> dict:
+    rows = []
+    n_errors = 0
+    for i, rec in enumerate(records):
+        if not isinstance(rec, Mapping):
+            rec = {"error": f"malformed record: {_plain(rec)}"}
+        scores = _dict(rec.get("scores"))
+        cells = []
+        for name in metric_names:
+            v = scores.get(name)
+            f = _finite(v)
+            if f is not None:
+                cells.append({"text": f"{f:.3f}", "v": repr(f), "cls": _score_class(f)})
+            elif v is None:
+                cells.append({"text": "", "v": "", "cls": "na"})
+            else:
+                cells.append({"text": _plain(v), "v": "", "cls": "na"})
+        error = rec.get("error")
+        if error is not None:
+            n_errors += 1
+        rid = rec.get("id")
+        rows.append({
+            "id": str(i) if rid is None else _plain(rid),
+            "input": _text(rec.get("model_input")),
+            "output": _text(rec.get("model_output")),
+            "reference": _text(rec.get("target_output")),
+            "scores": cells,
+            "error": None if error is None else _plain(error),
+        })
+    return {"metrics": list(metric_names), "rows": rows, "n_errors": n_errors}
+
+
+def build_sections(results: Mapping, records: Sequence[Mapping]) -> list[Section]:
+    """The report's default sections, in page order."""
+    score_names = _ordered_metrics(
+        [*_dict(results.get("metrics")),
+         *(k for r in records if isinstance(r, Mapping) for k in _dict(r.get("scores")))])
+    settings = _flatten(_dict(results.get("metric_settings")))
+    sections = [
+        Section("run", "Run", "overview", _overview(results)),
+        Section("metrics", "Metrics", "metrics", {"rows": _metric_rows(results), "settings": settings}),
+    ]
+    if "gate" in results and results["gate"] is not None:
+        gate = _gate(results["gate"])
+        badge = None if gate["passed"] is None else ("PASS" if gate["passed"] else "FAIL")
+        sections.append(Section("gate", "CI gate", "gate", gate, badge=badge, badge_ok=gate["passed"]))
+    hist_names = [n for n in score_names
+                  if any(_finite(_dict(r.get("scores")).get(n)) is not None
+                         for r in records if isinstance(r, Mapping))]
+    if hist_names:
+        sections.append(Section("distributions", "Score distributions", "distributions",
+                                _histograms(hist_names, [r for r in records if isinstance(r, Mapping)])))
+    sections.append(Section("samples", "Samples", "samples", _sample_table(score_names, records)))
+    env = {"versions": _flatten(_dict(results.get("versions"))),
+           "runner": _flatten(results.get("runner")) if results.get("runner") is not None else []}
+    if env["versions"] or env["runner"]:
+        sections.append(Section("environment", "Environment", "environment", env))
+    return sections
+
+
+# ----------------------------------------------------------------------------------------------
+# ACR (adversarial compression ratio) runs: ``evalkit acr run`` writes summary.json + results.jsonl
+
+
+def _acr_plot_png(rows: Sequence[Mapping]) -> str | None:
+    """acr.plot_acr drawn on a bare Agg Figure (no pyplot state), as base64 PNG; None if nothing to plot."""
+    if not any(_finite(r.get("acr")) is not None for r in rows):
+        return None
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+
+    from acr import plot_acr
+
+    fig = Figure(figsize=(6, 3.6), dpi=100, layout="constrained")
+    FigureCanvasAgg(fig)
+    try:
+        plot_acr([dict(r) for r in rows], ax=fig.add_subplot())
+        buf = io.BytesIO()
+        fig.savefig(buf, format="png", dpi=120, metadata={"Software": None})
+    finally:
+        fig.clear()
+    return base64.b64encode(buf.getvalue()).decode("ascii")
+
+
+def _acr_section(summary: Mapping, rows: Sequence[Any]) -> dict:
+    """Data of the ``acr`` section: summary table, per-target table and the ACR plot."""
+    s = _dict(summary)
+
+    def with_ci(key: str) -> str:
+        ci = s.get(f"{key}_ci95")
+        text = _fmt_num(s.get(key))
+        if isinstance(ci, (list, tuple)) and len(ci) == 2:
+            text += f"  [{_fmt_num(ci[0])}, {_fmt_num(ci[1])}]"
+        return text
+
+    total = s.get("total")
+    summary_rows = [
+        ("Mean ACR (95% CI)", with_ci("mean_acr")),
+        ("Portion memorized (95% CI)", with_ci("portion_memorized")),
+        ("Memorized", f"{_fmt_num(s.get('memorized'))} of {_fmt_num(total)}"),
+        ("Censored (no prompt found)", f"{_fmt_num(s.get('censored'))} of {_fmt_num(total)}"),
+        ("Mean ACR where found (95% CI)", with_ci("mean_acr_successful")),
+        ("Portion memorized vs gzip", _fmt_num(s.get("portion_memorized_vs_gzip"))),
+        ("Resumed / computed", f"{_fmt_num(s.get('resumed'))} / {_fmt_num(s.get('computed'))}"),
+        ("Forward passes", _fmt_num(s.get("forward_passes"))),
+        ("Candidates per second", _fmt_num(s.get("candidates_per_second"), 1)),
+    ]
+    targets = []
+    for i, row in enumerate(rows):
+        r = _dict(row)
+        acr = _finite(r.get("acr"))
+        targets.append({
+            "index": str(i + 1),
+            "target": _text(r.get("target")),
+            "prompt": _text(r.get("prompt_text")),
+            "target_tokens": _fmt_num(r.get("target_tokens")),
+            "prompt_tokens": _fmt_num(r.get("prompt_tokens")),
+            "acr": "—" if acr is None else (f"< {acr:.3f}" if r.get("censored") else f"{acr:.3f}"),
+            "memorized": r.get("memorized") is True,
+            "censored": r.get("censored") is True,
+            "verified": _fmt_num(r.get("verified_generation")),
+        })
+    return {"summary": summary_rows, "config": _flatten(_dict(s.get("config"))), "rows": targets,
+            "png": _acr_plot_png([r for r in rows if isinstance(r, Mapping)])}
+
+
+def build_acr_sections(summary: Mapping, rows: Sequence[Any]) -> list[Section]:
+    """Sections of an ACR run's report: run overview, the ACR section, environment."""
+    s = _dict(summary)
+    targets = _dict(s.get("targets"))
+    overview = _overview({
+        "task": "acr", "model": s.get("model"), "created_at": s.get("created_at"), "seed": s.get("seed"),
+        "dataset": {"path": targets.get("path"), "sha256": targets.get("sha256"),
+                    "n_records": targets.get("n_targets")},
+        "counts": s.get("counts"), "timings": s.get("timings"),
+    })
+    memorized = s.get("memorized")
+    badge = None if memorized is None else f"{_fmt_num(memorized)}/{_fmt_num(s.get('total'))} memorized"
+    sections = [Section("run", "Run", "overview", overview),
+                Section("acr", "Adversarial compression ratio", "acr", _acr_section(s, rows), badge=badge)]
+    env = {"versions": _flatten(_dict(s.get("versions"))),
+           "runner": _flatten(s.get("runner")) if s.get("runner") is not None else []}
+    if env["versions"] or env["runner"]:
+        sections.append(Section("environment", "Environment", "environment", env))
+    return sections
+
+
+def render_acr_report(summary: Mapping, rows: Sequence[Any]) -> str:
+    """The self-contained HTML report of an ACR run (``summary.json`` + ``results.jsonl`` rows)."""
+    s = _dict(summary)
+    counts = {"records": s.get("total", len(rows)), "errors": 0}
+    results = {"task": "acr", "model": s.get("model"), "created_at": s.get("created_at"), "counts": counts,
+               "timings": s.get("timings")}
+    return render_report(results, [], sections=build_acr_sections(s, list(rows)))
+
+
+def write_acr_report(path: str | os.PathLike, summary: Mapping, rows: Sequence[Any]) -> None:
+    atomic_write_text(path, render_acr_report(summary, rows))
+
+
+# ----------------------------------------------------------------------------------------------
+# rendering
+
+
+def _csp_sha256(text: str):
+    """CSP source for an inline block: ``'sha256-<base64>'`` (only base64 characters: safe markup)."""
+    from markupsafe import Markup
+
+    digest = base64.b64encode(hashlib.sha256(str(text).encode("utf-8")).digest()).decode("ascii")
+    return Markup(f"'sha256-{digest}'")
+
+
+@lru_cache(maxsize=1)
+def _environment():
+    import jinja2
+
+    env = jinja2.Environment(
+        loader=jinja2.FileSystemLoader(str(TEMPLATE_DIR)),
+        autoescape=True,  # everything, whatever the template's file name
+        undefined=jinja2.Undefined,
+        trim_blocks=True,
+        lstrip_blocks=True,
+        keep_trailing_newline=True,
+    )
+    env.filters["csp_sha256"] = _csp_sha256
+    return env
+
+
+def render_report(results: Mapping, records: Sequence[Mapping], *,
+                  extra_sections: Iterable[Section] = (), sections: Sequence[Section] | None = None) -> str:
+    """Render the self-contained HTML report for one run.
+
+    ``extra_sections`` are inserted before the per-sample table (see :class:`Section`); ``sections``,
+    when given, replaces the default sections altogether (e.g. the ACR report, which has no samples).
+    """
+    results = _dict(results)
+    records = list(records or [])
+    sections = list(sections) if sections is not None else build_sections(results, records)
+    extra = list(extra_sections)
+    if extra:
+        at = next((i for i, s in enumerate(sections) if s.id == "samples"), len(sections))
+        sections[at:at] = extra
+    counts = _dict(results.get("counts"))
+    n_errors = counts.get("errors")
+    if n_errors is None:
+        n_errors = sum(1 for r in records if isinstance(r, Mapping) and r.get("error") is not None)
+    total = _dict(results.get("timings")).get("total_s")
+    stats = [
+        ("Records", _fmt_num(counts.get("records", len(records))), ""),
+        ("Scored", _fmt_num(counts["scored"]) if "scored" in counts else None, ""),
+        ("Errors", _fmt_num(n_errors), "bad" if (_finite(n_errors) or 0) > 0 else ""),
+        ("Skipped invalid", _fmt_num(counts["skipped_invalid"]) if "skipped_invalid" in counts else None,
+         "warn" if (_finite(counts.get("skipped_invalid")) or 0) > 0 else ""),
+        ("Total time", _fmt_seconds(total) if total is not None else None, ""),
+    ]
+    title_bits = [_plain(results[k]) for k in ("task", "model") if results.get(k) is not None]
+    html = _environment().get_template(TEMPLATE_NAME).render(
+        title=" · ".join(title_bits) or "Evaluation run",
+        task=None if results.get("task") is None else _plain(results["task"]),
+        model=None if results.get("model") is None else _plain(results["model"]),
+        created_at=None if results.get("created_at") is None else _plain(results["created_at"]),
+        stats=[s for s in stats if s[1] is not None],
+        sections=sections,
+        generator=f"evalkit {_evalkit_version()}",
+    )
+    # Lone surrogates (possible in JSON-decoded text) cannot be written as UTF-8: show them as
+    # visible \udXXX escapes instead of failing or dropping them.
+    return html.lstrip().encode("utf-8", "backslashreplace").decode("utf-8")
+
+
+def _evalkit_version() -> str:
+    try:
+        from evalkit import __version__
+    except ImportError:  # pragma: no cover
+        return ""
+    return __version__
+
+
+def write_report(path: str | os.PathLike, results: Mapping, records: Sequence[Mapping], **kwargs: Any) -> None:
+    """Render and write the report atomically (readers never see a half-written file)."""
+    atomic_write_text(path, render_report(results, records, **kwargs))
+
+
+# ----------------------------------------------------------------------------------------------
+# CLI: python -m evalkit.report.html RESULTS_DIR
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    from evalkit.errors import EvalkitError
+    from evalkit.results import load_run
+
+    parser = argparse.ArgumentParser(
+        prog="python -m evalkit.report.html",
+        description="Re-render report.html from a run directory's results.json and records.jsonl.")
+    parser.add_argument("run_dir", type=Path, help="directory holding results.json and records.jsonl")
+    parser.add_argument("-o", "--output", type=Path, help="where to write (default: RUN_DIR/report.html)")
+    args = parser.parse_args(argv)
+    try:
+        run = load_run(args.run_dir)
+    except EvalkitError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return exc.exit_code
+    out = args.output or args.run_dir / "report.html"
+    write_report(out, run.results, run.records)
+    print(out)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
