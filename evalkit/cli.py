@@ -12,7 +12,7 @@ import sys
 from collections.abc import Sequence
 
 from evalkit import __version__
-from evalkit.errors import EXIT_RUNTIME, EXIT_USAGE, EvalkitError
+from evalkit.errors import EXIT_RUNTIME, EXIT_USAGE, EvalkitError, UsageError
 
 
 class _Parser(argparse.ArgumentParser):
@@ -36,6 +36,10 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=f"evalkit {__version__}")
     commands = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
     _add_run(commands)
+    _add_gate(commands)
+    from evalkit.acr_cli import add_acr_commands  # argparse only; torch loads inside the commands
+
+    add_acr_commands(commands)
     resources = commands.add_parser("resources", help="install offline data (WordNet, punkt_tab)")
     resources_commands = resources.add_subparsers(dest="resources_command", metavar="ACTION",
                                                   parser_class=_Parser)
@@ -87,19 +91,102 @@ def _add_run(commands: argparse._SubParsersAction) -> None:
                                           "directory resumes its generations")
     out.add_argument("--no-report", action="store_true", help="skip report.html")
     out.add_argument("--no-progress", action="store_true", help="no progress bars")
+    _add_gate_options(run.add_argument_group(
+        "CI gate", "gate the run when it is done (exit 1 if a check fails); expressions are checked "
+                   "before anything runs"))
+
+
+def _fraction(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number, got {text!r}") from None
+    if not 0.0 <= value <= 1.0:
+        raise argparse.ArgumentTypeError(f"expected a fraction in [0, 1], got {text}")
+    return value
+
+
+def _alpha(text: str) -> float:
+    value = _fraction(text)
+    if not 0.0 < value <= 0.5:
+        raise argparse.ArgumentTypeError(f"expected a significance level in (0, 0.5], got {text}")
+    return value
+
+
+def _add_gate_options(group: argparse._ArgumentGroup) -> None:
+    group.add_argument("--threshold", action="append", metavar="EXPR",
+                       help="METRIC OP VALUE with OP >=, >, <= or <, e.g. 'rouge2>=0.15'; the mean must "
+                            "satisfy it (repeatable)")
+    group.add_argument("--baseline", metavar="RUN_DIR", help="finished run to compare against, sample by sample")
+    group.add_argument("--max-regression", action="append", metavar="METRIC=DELTA",
+                       help="fail when the mean drops by more than DELTA versus --baseline and the drop is "
+                            "significant at --alpha (paired bootstrap), e.g. rouge2=0.01 (repeatable)")
+    group.add_argument("--alpha", type=_alpha, help="significance level of regression checks (default 0.05)")
+    group.add_argument("--max-error-rate", type=_fraction, metavar="RATE",
+                       help="exit 3 when more than this fraction of generations failed")
+    group.add_argument("--junit", metavar="PATH", help="write JUnit XML: one testcase per check")
+    group.add_argument("--summary-md", metavar="PATH", help="write a Markdown summary (CI job summaries)")
+
+
+def _add_gate(commands: argparse._SubParsersAction) -> None:
+    gate = commands.add_parser("gate", help="gate finished runs: thresholds, regressions vs a baseline",
+                               description="Check a finished run against thresholds and, sample by "
+                                           "sample, against a baseline run; no model is called. Exit 0 "
+                                           "passed, 1 a check failed, 2 bad input, 3 error rate exceeded.")
+    gate.add_argument("--candidate", required=True, metavar="RUN_DIR", help="the run to gate")
+    gate.add_argument("--seed", type=int, default=0, help="bootstrap seed (default 0)")
+    _add_gate_options(gate.add_argument_group("CI gate"))
+
+
+_GATE_OPTIONS = ("threshold", "baseline", "max_regression", "alpha", "max_error_rate", "junit", "summary_md")
+
+
+def _gate_spec(args: argparse.Namespace, metrics, source: str):
+    """Parse and check the gate options, and load the baseline: (spec, baseline run)."""
+    from evalkit.gate import check_baseline, load_gate_run, parse_gate_spec
+
+    spec = parse_gate_spec(thresholds=args.threshold, max_regressions=args.max_regression, alpha=args.alpha,
+                           max_error_rate=args.max_error_rate, has_baseline=args.baseline is not None,
+                           seed=args.seed)
+    spec.validate_metrics(metrics, source=source)
+    baseline = load_gate_run(args.baseline, "baseline") if args.baseline is not None else None
+    if baseline is not None:
+        check_baseline(spec, baseline)
+    return spec, baseline
+
+
+def _apply_gate(spec, candidate, baseline, args: argparse.Namespace) -> int:
+    from evalkit.gate import evaluate_gate, publish_gate
+    from evalkit.gate_output import format_gate_table
+
+    result = evaluate_gate(candidate, spec, baseline)
+    print()
+    print(format_gate_table(result))
+    for path in publish_gate(result, candidate, junit=args.junit, summary_md=args.summary_md)[1:]:
+        print(f"wrote {path}")
+    return result.exit_code
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
-    args = parser.parse_args(argv)
+    try:
+        args = parser.parse_args(argv)
+    except SystemExit as exc:  # --help, --version, or a usage error argparse already printed
+        return int(exc.code or 0)
     if args.command is None:
         parser.print_help()
         return EXIT_USAGE
     try:
         if args.command == "run":
             return _run(args)
+        if args.command == "gate":
+            return _gate(args)
         if args.command == "resources":
             return _resources(args, parser)
+        if args.command == "acr":
+            from evalkit.acr_cli import main as acr_main
+
+            return acr_main(args)
     except EvalkitError as exc:
         print(f"evalkit: error: {exc}", file=sys.stderr)
         return exc.exit_code
@@ -118,6 +205,14 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 def _run(args: argparse.Namespace) -> int:
+    gate = None
+    if any(getattr(args, name) is not None for name in _GATE_OPTIONS):  # a typo must not cost a run
+        from evalkit.gate import TASK_METRICS
+
+        gate = _gate_spec(args, TASK_METRICS[args.task], f"the {args.task} task")
+        if args.baseline is not None and args.output_dir is not None and \
+                os.path.realpath(args.output_dir) == os.path.realpath(args.baseline):
+            raise UsageError(f"--output-dir {args.output_dir} is the --baseline run; the run would overwrite it")
     from evalkit.api import evaluate_summarization
 
     result = evaluate_summarization(
@@ -137,7 +232,18 @@ def _run(args: argparse.Namespace) -> int:
     print(format_metrics_table(result.results))
     print(f"\nwrote {result.output_dir}/ (results.json, records.jsonl"
           f"{', report.html' if not args.no_report else ''})")
+    if gate is not None:
+        spec, baseline = gate
+        return _apply_gate(spec, result, baseline, args)
     return 0
+
+
+def _gate(args: argparse.Namespace) -> int:
+    from evalkit.gate import load_gate_run
+
+    candidate = load_gate_run(args.candidate, "candidate")
+    spec, baseline = _gate_spec(args, list(candidate.results["metrics"]), "the candidate run")
+    return _apply_gate(spec, candidate, baseline, args)
 
 
 def _resources(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
