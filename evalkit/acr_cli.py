@@ -22,6 +22,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+from evalkit.argtypes import non_negative_int, positive_int
 from evalkit.errors import UsageError
 
 GRADIENT_PREFIXES = ("hf",)  # runners that load a local model ACR can take gradients through
@@ -30,45 +31,25 @@ COMPARE_FILE = "compare.jsonl"
 COMPARE_SUMMARY_FILE = "compare.json"
 
 
-def _positive_int(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected an integer, got {text!r}") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"expected a positive integer, got {value}")
-    return value
-
-
-def _non_negative_int(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected an integer, got {text!r}") from None
-    if value < 0:
-        raise argparse.ArgumentTypeError(f"expected a non-negative integer, got {value}")
-    return value
-
-
 def _add_common(parser: argparse.ArgumentParser) -> None:
     data = parser.add_argument_group("targets")
     data.add_argument("--targets", required=True, metavar="FILE",
                       help=".txt (one target a line), .json (list of strings, whitespace kept) or .jsonl")
     data.add_argument("--target-field", default="text", help="string field of a .jsonl line (default: text)")
-    data.add_argument("--max-targets", type=_positive_int, metavar="N", help="only the first N targets")
+    data.add_argument("--max-targets", type=positive_int, metavar="N", help="only the first N targets")
     search = parser.add_argument_group("search")
     search.add_argument("--seed", type=int, default=0, help="seed of every target's search (default 0)")
-    search.add_argument("--max-prompt-tokens", type=_positive_int, metavar="N",
+    search.add_argument("--max-prompt-tokens", type=positive_int, metavar="N",
                         help="longest prompt tried (default: the target's length, i.e. tau = 1)")
-    search.add_argument("--initial-length", type=_positive_int, default=5, metavar="N",
+    search.add_argument("--initial-length", type=positive_int, default=5, metavar="N",
                         help="first prompt length tried (default 5)")
-    search.add_argument("--steps", type=_positive_int, default=200, metavar="N",
+    search.add_argument("--steps", type=positive_int, default=200, metavar="N",
                         help="GCG steps per prompt length (default 200)")
-    search.add_argument("--search-width", type=_positive_int, default=128, metavar="N",
+    search.add_argument("--search-width", type=positive_int, default=128, metavar="N",
                         help="candidate prompts scored per step (default 128)")
-    search.add_argument("--topk", type=_positive_int, default=256, metavar="N",
+    search.add_argument("--topk", type=positive_int, default=256, metavar="N",
                         help="candidate tokens per position (default 256)")
-    search.add_argument("--restarts", type=_non_negative_int, default=0, metavar="N",
+    search.add_argument("--restarts", type=non_negative_int, default=0, metavar="N",
                         help="extra random restarts at a failed length (default 0)")
     search.add_argument("--chat-template", action="store_true",
                         help="wrap the free prompt in the model's chat template (scaffold not counted)")

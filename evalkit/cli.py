@@ -12,6 +12,7 @@ import sys
 from collections.abc import Sequence
 
 from evalkit import __version__
+from evalkit.argtypes import fraction, positive_int
 from evalkit.errors import EXIT_RUNTIME, EXIT_USAGE, EvalkitError, UsageError
 
 
@@ -19,16 +20,6 @@ class _Parser(argparse.ArgumentParser):
     def error(self, message: str) -> None:  # argparse's usage errors exit 2, as ours do
         self.print_usage(sys.stderr)
         self.exit(EXIT_USAGE, f"evalkit: error: {message}\n")
-
-
-def _positive_int(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected an integer, got {text!r}") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"expected a positive integer, got {value}")
-    return value
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -65,13 +56,13 @@ def _add_run(commands: argparse._SubParsersAction) -> None:
     data.add_argument("--id-field", default="id", help="record id field (default: id; else line number)")
     data.add_argument("--target-delimiter", help="split references on this string, e.g. '<OR>'")
     data.add_argument("--split", help="split of a `datasets` directory (default: test or the only one)")
-    data.add_argument("--max-samples", type=_positive_int, help="evaluate a seeded sample of N records")
+    data.add_argument("--max-samples", type=positive_int, help="evaluate a seeded sample of N records")
     data.add_argument("--skip-invalid", action="store_true",
                       help="skip (and count) invalid records instead of stopping")
     gen = run.add_argument_group("generation")
     gen.add_argument("--prompt-template", help="prompt with $model_input where the input goes")
-    gen.add_argument("--batch-size", type=_positive_int, default=8)
-    gen.add_argument("--max-new-tokens", type=_positive_int, default=64)
+    gen.add_argument("--batch-size", type=positive_int, default=8)
+    gen.add_argument("--max-new-tokens", type=positive_int, default=64)
     gen.add_argument("--device", choices=["auto", "cpu", "cuda"], default="auto")
     gen.add_argument("--dtype", choices=["auto", "float32", "bfloat16", "float16"], default="auto")
     gen.add_argument("--no-chat-template", action="store_true",
@@ -80,7 +71,7 @@ def _add_run(commands: argparse._SubParsersAction) -> None:
     scoring.add_argument("--bertscore-model",
                          help="HF id or local path (default: all-MiniLM-L6-v2 shipped offline; fmeval "
                               "uses microsoft/deberta-xlarge-mnli)")
-    scoring.add_argument("--bertscore-layer", type=_positive_int, help="layer whose embeddings are used")
+    scoring.add_argument("--bertscore-layer", type=positive_int, help="layer whose embeddings are used")
     scoring.add_argument("--bertscore-idf", action="store_true", help="idf weighting (off by default)")
     scoring.add_argument("--bertscore-rescale", action="store_true",
                          help="rescale with bert-score's baseline (off by default)")
@@ -96,18 +87,8 @@ def _add_run(commands: argparse._SubParsersAction) -> None:
                    "before anything runs"))
 
 
-def _fraction(text: str) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a number, got {text!r}") from None
-    if not 0.0 <= value <= 1.0:
-        raise argparse.ArgumentTypeError(f"expected a fraction in [0, 1], got {text}")
-    return value
-
-
 def _alpha(text: str) -> float:
-    value = _fraction(text)
+    value = fraction(text)
     if not 0.0 < value <= 0.5:
         raise argparse.ArgumentTypeError(f"expected a significance level in (0, 0.5], got {text}")
     return value
@@ -122,7 +103,7 @@ def _add_gate_options(group: argparse._ArgumentGroup) -> None:
                        help="fail when the mean drops by more than DELTA versus --baseline and the drop is "
                             "significant at --alpha (paired bootstrap), e.g. rouge2=0.01 (repeatable)")
     group.add_argument("--alpha", type=_alpha, help="significance level of regression checks (default 0.05)")
-    group.add_argument("--max-error-rate", type=_fraction, metavar="RATE",
+    group.add_argument("--max-error-rate", type=fraction, metavar="RATE",
                        help="exit 3 when more than this fraction of generations failed")
     group.add_argument("--junit", metavar="PATH", help="write JUnit XML: one testcase per check")
     group.add_argument("--summary-md", metavar="PATH", help="write a Markdown summary (CI job summaries)")
