@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import copy
 import re
-import sys
 import time
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
@@ -25,6 +24,7 @@ import torch
 
 from evalkit.devices import resolve_device
 from evalkit.errors import EvalkitError, ResourceMissingError, UsageError
+from evalkit.progress import progress_counter
 from evalkit.resources.models import MODEL_ALIASES, resolve_model_alias
 from evalkit.runners.base import RUNNERS, Runner, RunnerOptions
 
@@ -245,16 +245,14 @@ class HFRunner(Runner):
         # Longest first: similar lengths share a batch, and a batch too large for memory fails early.
         order = sorted(range(len(prompts)), key=lambda i: (-len(encoded[i]), i))
         results: list[str | None] = [None] * len(prompts)
-        from tqdm.auto import tqdm
-
         batch_size = self.options.batch_size
-        with tqdm(total=len(prompts), desc=f"generating ({self.target})", unit="prompt",
-                  disable=not self.options.progress, file=sys.stderr, leave=False) as bar:
-            for start in range(0, len(order), batch_size):
-                chunk = order[start:start + batch_size]
-                for index, text in zip(chunk, self._generate_batch([encoded[i] for i in chunk]), strict=True):
-                    results[index] = text
-                bar.update(len(chunk))
+        bar = progress_counter(len(prompts), desc=f"generating ({self.target})", enabled=self.options.progress)
+        for start in range(0, len(order), batch_size):
+            chunk = order[start:start + batch_size]
+            for index, text in zip(chunk, self._generate_batch([encoded[i] for i in chunk]), strict=True):
+                results[index] = text
+            bar.update(len(chunk))
+        bar.close()
         return [r if r is not None else "" for r in results]
 
     def _generate_batch(self, batch: list[list[int]]) -> list[str]:
