@@ -18,6 +18,7 @@ from evalkit.atomic import atomic_write_json, atomic_write_jsonl
 from evalkit.dataset import DatasetSpec, LoadedDataset, Sample, load_dataset
 from evalkit.errors import RuntimeFailure, UsageError
 from evalkit.generation_cache import GenerationCache
+from evalkit.metrics.base import Metric
 from evalkit.prompts import render_prompt, validate_template
 from evalkit.results import RECORDS_FILE, REPORT_FILE, RESULTS_FILE, RunResult
 from evalkit.runners.base import RunnerOptions
@@ -58,6 +59,7 @@ def evaluate(config: RunConfig) -> RunResult:
 
     data = load_dataset(config.dataset, skip_invalid=config.skip_invalid,
                         max_samples=config.max_samples, seed=config.seed)
+    metrics = _build_metrics(config, task)  # before generation: a bad metric option must not cost a long run
     output_dir = Path(config.output_dir or default_output_dir(config.task, config.model or "outputs"))
     output_dir.mkdir(parents=True, exist_ok=True)
     timings: dict[str, float] = {}
@@ -71,7 +73,7 @@ def evaluate(config: RunConfig) -> RunResult:
         outputs = [s.model_output for s in data.samples]
         errors = [None] * len(outputs)
 
-    scores, metric_settings, score_timings = _score(config, task, data.samples, outputs, errors)
+    scores, metric_settings, score_timings = _score(config, metrics, data.samples, outputs, errors)
     timings.update(score_timings)
     records = [_record(s, p, o, e, sc) for s, p, o, e, sc in
                zip(data.samples, prompts, outputs, errors, scores, strict=True)]
@@ -169,14 +171,16 @@ def _generate(config: RunConfig, samples: list[Sample], prompts: list[str | None
     return outputs, errors, info, timings
 
 
-def _score(config: RunConfig, task: Task, samples: list[Sample], outputs: list[str | None],
-           errors: list[str | None]) -> tuple[list[dict[str, float]], dict[str, Any], dict[str, float]]:
+def _build_metrics(config: RunConfig, task: Task) -> list[Metric]:
     from evalkit.metrics.base import build_metrics
 
     options = {name: dict(opts) for name, opts in config.metric_options.items()}
-    bert = options.setdefault("bertscore", {})
-    bert.setdefault("device", config.runner.device)
-    metrics = build_metrics(task.metrics, options)
+    options.setdefault("bertscore", {}).setdefault("device", config.runner.device)
+    return build_metrics(task.metrics, options)
+
+
+def _score(config: RunConfig, metrics: list[Metric], samples: list[Sample], outputs: list[str | None],
+           errors: list[str | None]) -> tuple[list[dict[str, float]], dict[str, Any], dict[str, float]]:
     ok = [i for i, e in enumerate(errors) if e is None]
     scores: list[dict[str, float]] = [{} for _ in samples]
     timings: dict[str, float] = {}

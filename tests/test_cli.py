@@ -173,3 +173,12 @@ def test_smollm2_end_to_end(tmp_path, news_records):
     assert all(r["model_output"] and "<|im_start|>" not in r["model_output"] for r in records)
     assert results["metrics"]["bertscore"]["mean"] > 0.3 and results["metrics"]["rouge1"]["mean"] > 0.1
     assert results["runner"]["spec"] == "hf:smollm2"
+
+
+def test_bad_metric_option_fails_before_generating(tmp_path, tiny_model, news_records, capsys):
+    data = write_jsonl(tmp_path / "d.jsonl", news_records[:2])
+    out = tmp_path / "run"
+    code = main(["run", "summarization", "--model", f"hf:{tiny_model}", "--dataset", str(data), "--output-dir",
+                 str(out), "--bertscore-model", "some/unknown", "--no-progress"])
+    assert code == 2 and "--bertscore-layer is required" in capsys.readouterr().err
+    assert not (out / "generations.jsonl").exists()
