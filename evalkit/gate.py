@@ -149,8 +149,8 @@ class GateSpec:
         for option, items in (("--threshold", self.thresholds), ("--max-regression", self.regressions)):
             for item in items:
                 if item.metric not in known:
-                    close = difflib.get_close_matches(item.metric, known, n=1, cutoff=0.6)
-                    close = close or [k for k in known if k.lower() == item.metric.lower()]
+                    close = [k for k in known if k.lower() == item.metric.lower()]
+                    close = close or difflib.get_close_matches(item.metric, known, n=1, cutoff=0.6)
                     hint = f"; did you mean '{close[0]}'?" if close else ""
                     raise UsageError(f"{option} {item.text or item.expression!r}: unknown metric '{item.metric}' in "
                                      f"{source}{hint} (known: {', '.join(known)})")
@@ -338,13 +338,13 @@ def _threshold_check(t: Threshold, candidate: RunResult) -> GateCheck:
     if not isinstance(mean, (int, float)):
         check.verdict, check.message = FAIL, f"{t.metric} has no scored records in the candidate run"
     elif not t.holds(mean):
-        check.verdict, check.message = FAIL, f"mean {t.metric} {mean:.4f} fails {t.name}"
+        check.verdict, check.message = FAIL, f"mean {mean:.4f} fails {t.name}"
     elif ci is not None and min(ci) <= t.value <= max(ci):
         check.verdict = WARN
-        check.message = (f"mean {t.metric} {mean:.4f} meets {t.name}, but the threshold lies inside its 95% CI "
+        check.message = (f"mean {mean:.4f} meets {t.name}, but the threshold is inside its 95% CI "
                          f"[{ci[0]:.4f}, {ci[1]:.4f}]: within noise of failing")
     else:
-        check.message = f"mean {t.metric} {mean:.4f} meets {t.name}"
+        check.message = f"mean {mean:.4f} meets {t.name}"
     return check
 
 
@@ -360,22 +360,21 @@ def _regression_check(r: MaxRegression, c: PairedComparison, spec: GateSpec) -> 
     if c.p_value is None:
         check.verdict = WARN
         check.message = f"only {c.n} shared record scored: too few to tell a drop from noise"
-    elif drop > r.max_drop and c.significant:
+    elif c.exceeds and c.significant:
         check.verdict = FAIL
-        check.message = (f"{r.metric} dropped by {drop:.4f} (allowed {allowed}); {_p_text(c.p_value)} < alpha "
-                         f"{spec.alpha:g} on {c.n} paired samples")
-    elif drop > r.max_drop:
+        check.message = (f"dropped {drop:.4f} > {allowed}, significant: {_p_text(c.p_value)} < alpha "
+                         f"{spec.alpha:g} (n={c.n})")
+    elif c.exceeds:
         check.verdict = WARN
-        check.message = (f"{r.metric} dropped by {drop:.4f} (allowed {allowed}), but not significantly: "
-                         f"{_p_text(c.p_value)} >= alpha {spec.alpha:g} on {c.n} paired samples (noise)")
+        check.message = (f"dropped {drop:.4f} > {allowed} but within noise: {_p_text(c.p_value)} >= alpha "
+                         f"{spec.alpha:g} (n={c.n})")
     else:
-        check.message = f"{r.metric} changed by {c.delta:+.4f} (allowed drop {allowed}); {_p_text(c.p_value)}"
+        check.message = f"changed {c.delta:+.4f}, allowed drop {allowed}: {_p_text(c.p_value)} (n={c.n})"
     if check.verdict != FAIL and c.mde is not None and c.mde > r.max_drop:
         needed = required_pairs(c.sd, r.max_drop, alpha=spec.alpha)
-        power = (f"low power: minimum detectable effect {c.mde:.4f} (80% power, alpha {spec.alpha:g}, "
-                 f"n={c.n}, sd of differences {c.sd:.4f}) exceeds the allowed drop {allowed}")
-        power += f"; about {needed} paired samples would be needed" if needed else ""
-        check.message += f"; {power}"
+        check.message += (f"; low power: minimum detectable effect {c.mde:.4f} > {allowed} "
+                          f"(80% power, sd of differences {c.sd:.4f}"
+                          + (f"; ~{needed} pairs needed)" if needed else ")"))
         if check.verdict == PASS:
             check.verdict = WARN
     return check

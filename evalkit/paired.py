@@ -43,6 +43,9 @@ from evalkit.stats import bootstrap_means
 
 GATE_RESAMPLES = 10_000
 DEFAULT_POWER = 0.8
+# Differences are computed in floating point: 0.49 - 0.5 is -0.010000000000000009. A drop counts as
+# larger than the allowance only beyond this tolerance (far below any meaningful score difference).
+TOLERANCE = 1e-9
 
 
 @dataclass(frozen=True)
@@ -75,6 +78,11 @@ class PairedComparison:
     @property
     def drop(self) -> float | None:
         return None if self.delta is None else -self.delta
+
+    @property
+    def exceeds(self) -> bool:
+        """The observed mean drop is larger than the allowance (beyond float rounding)."""
+        return self.delta is not None and -self.delta > self.max_drop + TOLERANCE
 
     @property
     def significant(self) -> bool:
@@ -140,7 +148,7 @@ def required_pairs(sd: float, effect: float, *, alpha: float = 0.05, power: floa
 
 def p_value_drop_exceeds(means: np.ndarray, max_drop: float) -> float:
     """Percentile-inversion p-value of H0 "mean difference >= -max_drop" from bootstrap means."""
-    return float(np.count_nonzero(means >= -max_drop)) / means.size
+    return float(np.count_nonzero(means >= -max_drop - TOLERANCE)) / means.size
 
 
 def paired_bootstrap(differences: Sequence[float] | np.ndarray, *, max_drop: float = 0.0, seed: int = 0,
@@ -158,7 +166,7 @@ def paired_bootstrap(differences: Sequence[float] | np.ndarray, *, max_drop: flo
         raise ValueError("max_drop must be >= 0")
     if np.all(d == d[0]):
         value = float(d[0])
-        return (value, value), (1.0 if value >= -max_drop else 0.0)
+        return (value, value), (1.0 if value >= -max_drop - TOLERANCE else 0.0)
     means = bootstrap_means(d, seed=seed, n_resamples=n_resamples)
     tail = (1.0 - confidence) / 2.0
     low, high = np.quantile(means, [tail, 1.0 - tail])
