@@ -40,7 +40,7 @@ from evalkit.atomic import atomic_write_text
 
 TEMPLATE_NAME = "run.html.j2"
 TEMPLATE_DIR = Path(__file__).with_name("templates")
-PREVIEW_CHARS = 180  # characters of a text cell shown before "more"
+PREVIEW_CHARS = 150  # characters of a text cell shown before "more"
 
 # Stable display order for well-known metrics; anything else follows in results order.
 _METRIC_ORDER = ("rouge1", "rouge2", "rougeL", "rougeLsum", "meteor", "bertscore",
@@ -240,6 +240,7 @@ def _metric_rows(results: Mapping) -> list[dict]:
             lo, hi = ci
         rows.append({
             "name": name,
+            "bar": _ci_bar(m.get("mean"), lo, hi),
             "mean": _fmt_num(m.get("mean")),
             "std": _fmt_num(m.get("std")),
             "n": _fmt_num(m.get("n")),
@@ -247,6 +248,17 @@ def _metric_rows(results: Mapping) -> list[dict]:
                 f"[{_fmt_num(lo)}, {_fmt_num(hi)}]" if lo is not None or hi is not None else _plain(ci)),
         })
     return rows
+
+
+def _ci_bar(mean: Any, lo: Any, hi: Any) -> dict | None:
+    """Positions (percent of a 0..1 axis) for the small mean/CI graphic; None off that scale."""
+    m, a, b = _finite(mean), _finite(lo), _finite(hi)
+    if m is None or not 0.0 <= m <= 1.0:
+        return None
+    a = m if a is None else min(max(a, 0.0), 1.0)
+    b = m if b is None else min(max(b, 0.0), 1.0)
+    a, b = min(a, b), max(a, b)
+    return {"mean": f"{m * 100:.2f}", "lo": f"{a * 100:.2f}", "width": f"{max(b - a, 0.0) * 100:.2f}"}
 
 
 def _gate(gate: Any) -> dict:
@@ -309,8 +321,13 @@ def _histogram_png(name: str, values: Sequence[float]) -> str:
         ax.hist(values, bins=bins, color="#4c78a8", edgecolor="white", linewidth=0.6)
         mean = sum(values) / len(values)
         ax.axvline(mean, color="#d9622b", linewidth=1.4, linestyle="--")
+        right = (mean - lo) / (hi - lo) > 0.6 if hi > lo else False
+        if unit:
+            right = mean > 0.6
         ax.annotate(f"mean {mean:.3f}", xy=(mean, 1.0), xycoords=("data", "axes fraction"),
-                    xytext=(4, -4), textcoords="offset points", va="top", fontsize=8, color="#b4471a")
+                    xytext=(-4 if right else 4, -2), textcoords="offset points", va="top",
+                    ha="right" if right else "left", fontsize=8, color="#b4471a",
+                    bbox={"boxstyle": "round,pad=0.2", "fc": "white", "ec": "none", "alpha": 0.85})
         if unit:
             ax.set_xlim(0, 1)
         ax.set_xlabel("score", fontsize=8, color="#444")
@@ -357,7 +374,7 @@ def _sample_table(metric_names: Sequence[str], records: Sequence[Any]) -> dict:
             "output": _text(rec.get("model_output")),
             "reference": _text(rec.get("target_output")),
             "scores": cells,
-            "error": None if error is None else _plain(error),
+            "error": None if error is None else _text(error),
         })
     return {"metrics": list(metric_names), "rows": rows, "n_errors": n_errors}
 
