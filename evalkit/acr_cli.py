@@ -24,6 +24,7 @@ from typing import Any
 
 from evalkit.argtypes import non_negative_int, positive_int
 from evalkit.errors import UsageError
+from evalkit.summary_table import text_table
 
 GRADIENT_PREFIXES = ("hf",)  # runners that load a local model ACR can take gradients through
 NEEDS_GRADIENTS = "ACR needs a local model with gradients (hf:...)"
@@ -284,14 +285,6 @@ def _clip(text: str, width: int = 40) -> str:
     return safe if len(safe) <= width else safe[: width - 1] + "…"
 
 
-def _table(header: list[str], rows: list[list[str]]) -> str:
-    widths = [max(len(h), *(len(r[i]) for r in rows)) if rows else len(h) for i, h in enumerate(header)]
-    lines = ["  ".join(h.ljust(w) for h, w in zip(header, widths, strict=True))]
-    lines.append("  ".join("-" * w for w in widths))
-    lines += ["  ".join(c.ljust(w) for c, w in zip(r, widths, strict=True)) for r in rows]
-    return "\n".join(lines)
-
-
 # ---------------------------------------------------------------------------------------------- commands
 
 
@@ -306,7 +299,7 @@ def run_acr(args: argparse.Namespace) -> int:
     rows = [[_clip(r["target"]), _fmt(r["target_tokens"]), _fmt(r["prompt_tokens"]),
              ("<" if r["censored"] else "") + _fmt(r["acr"]),
              _fmt(r["memorized"]), _fmt(r["censored"])] for r in out["rows"]]
-    print(_table(["target", "|y|", "|x|", "ACR", "memorized", "censored"], rows))
+    print(text_table(["target", "|y|", "|x|", "ACR", "memorized", "censored"], rows, rule=True))
     print(f"\nmean ACR {_fmt(s['mean_acr'])} {_ci(s['mean_acr_ci95'])}; memorized {s['memorized']}/{s['total']} "
           f"({_fmt(s['portion_memorized'])} {_ci(s['portion_memorized_ci95'])}); censored {s['censored']}; "
           f"resumed {s['resumed']}, computed {s['computed']}")
@@ -400,7 +393,7 @@ def compare_acr(args: argparse.Namespace) -> int:
     table = [[_clip(r["target"], 36), acr(r, "a"), acr(r, "b"), _fmt(r["acr_diff"]),
               f"{_fmt(r['memorized_a'])}/{_fmt(r['memorized_b'])}",
               f"{_fmt(r['completion_memorized_a'])}/{_fmt(r['completion_memorized_b'])}"] for r in records]
-    print(_table(["target", "ACR A", "ACR B", "B-A", "memorized A/B", "completion A/B"], table))
+    print(text_table(["target", "ACR A", "ACR B", "B-A", "memorized A/B", "completion A/B"], table, rule=True))
     print(f"\nA = {_clip(args.model[0], 80)}\nB = {_clip(args.model[1], 80)}")
     print(f"mean ACR A {_fmt(summary['mean_acr_a'])}, B {_fmt(summary['mean_acr_b'])}; mean B-A "
           f"{_fmt(summary['mean_acr_diff'])} {_ci(summary['mean_acr_diff_ci95'])}; memorized A {summary['memorized_a']}"

@@ -13,6 +13,7 @@ from pathlib import Path
 
 from evalkit.atomic import atomic_write_text
 from evalkit.gate import FAIL, PASS, WARN, GateCheck, GateResult
+from evalkit.summary_table import text_table
 
 COLUMNS = ("check", "metric", "baseline", "candidate", "delta", "95% CI", "p", "verdict")
 
@@ -52,13 +53,9 @@ def _header(result: GateResult) -> str:
 
 def format_gate_table(result: GateResult) -> str:
     """The terminal verdict: a header, one row per check, one line per finding, the final verdict."""
-    rows = [COLUMNS, *(check_cells(c) for c in result.checks)]
-    widths = [max(len(r[i]) for r in rows) for i in range(len(COLUMNS))]
-    lines = [_header(result), ""]
-    for row in rows:
-        lines.append("  ".join(cell.ljust(w) if i in (0, 1, len(COLUMNS) - 1) else cell.rjust(w)
-                               for i, (cell, w) in enumerate(zip(row, widths, strict=True))).rstrip())
-    lines.append("")
+    numeric = set(range(2, len(COLUMNS) - 1))  # baseline .. p; check, metric and verdict stay left
+    table = text_table(COLUMNS, [check_cells(c) for c in result.checks], right=numeric)
+    lines = [_header(result), "", table, ""]
     lines.extend(f"{c.verdict}: {c.name}: {c.message}" for c in result.checks if c.verdict != PASS)
     lines.extend(f"warning: {w}" for w in result.warnings)
     lines.append(result.verdict_line)
