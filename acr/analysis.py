@@ -15,7 +15,8 @@ from evalkit.stats import bootstrap_ci
 FRAME_COLUMNS = [
     "target", "target_tokens", "prompt_tokens", "acr", "memorized", "success", "censored",
     "verified_generation", "retokenizes", "prompt_text", "longest_failed", "shortest_success", "steps",
-    "forward_passes", "wall_seconds", "gzip_ratio", "memorized_vs_gzip", "model", "seed",
+    "forward_passes", "exact_rechecks", "screen_dtype", "wall_seconds", "gzip_ratio", "memorized_vs_gzip",
+    "model", "seed",
 ]
 
 
@@ -51,7 +52,8 @@ def summarize_results(results: Sequence[ACRResult | dict[str, Any]], seed: int =
                            "mean_acr": None, "mean_acr_ci95": None,
                            "mean_acr_successful": None, "mean_acr_successful_ci95": None,
                            "portion_memorized_vs_gzip": None,
-                           "forward_passes": 0, "wall_seconds": 0.0, "candidates_per_second": None}
+                           "forward_passes": 0, "exact_rechecks": 0, "wall_seconds": 0.0,
+                           "candidates_per_second": None}
     if total == 0:
         return out
     memorized = [1.0 if r["memorized"] else 0.0 for r in rows]
@@ -70,10 +72,21 @@ def summarize_results(results: Sequence[ACRResult | dict[str, Any]], seed: int =
         out["mean_acr_successful"] = sum(found) / len(found)
         out["mean_acr_successful_ci95"] = list(bootstrap_ci(found, seed=seed))
     out["forward_passes"] = int(sum(r.get("forward_passes") or 0 for r in rows))
+    out["exact_rechecks"] = int(sum(r.get("exact_rechecks") or 0 for r in rows))
     out["wall_seconds"] = float(sum(r.get("wall_seconds") or 0.0 for r in rows))
     if out["wall_seconds"] > 0:
         out["candidates_per_second"] = out["forward_passes"] / out["wall_seconds"]
     return out
+
+
+def _plot_row(row: dict[str, Any], index: int) -> dict[str, Any]:
+    """A row with the fields the plot reads; partial rows (hand-made, or from older files) are completed
+    from what they have (``success`` from ``censored`` and back; not memorized unless they say so)."""
+    missing = [key for key in ("target_tokens", "acr") if key not in row]
+    if missing:
+        raise ValueError(f"result {index} has no {' or '.join(missing)}; plot_acr needs target_tokens and acr")
+    success = bool(row.get("success", not row.get("censored", True)))
+    return {**row, "success": success, "memorized": bool(row.get("memorized", False)) and success}
 
 
 def plot_acr(results: Sequence[ACRResult | dict[str, Any]], ax: Any = None, threshold: float | None = None):
@@ -84,14 +97,14 @@ def plot_acr(results: Sequence[ACRResult | dict[str, Any]], ax: Any = None, thre
     """
     import matplotlib.pyplot as plt
 
-    rows = [_as_dict(r) for r in results]
+    rows = [_plot_row(_as_dict(r), index) for index, r in enumerate(results)]
     if ax is None:
         _, ax = plt.subplots(figsize=(6, 4))
     groups = [
         ("memorized", lambda r: r["memorized"], {"marker": "o", "color": "tab:red"}),
         ("found, not memorized", lambda r: r["success"] and not r["memorized"],
          {"marker": "o", "facecolors": "none", "edgecolors": "tab:blue"}),
-        ("censored (upper bound)", lambda r: r["censored"], {"marker": "v", "color": "tab:gray"}),
+        ("censored (upper bound)", lambda r: not r["success"], {"marker": "v", "color": "tab:gray"}),
     ]
     for label, keep, style in groups:
         chosen = [r for r in rows if keep(r) and r.get("acr") is not None]

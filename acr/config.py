@@ -29,6 +29,10 @@ class ACRConfig:
     restarts: int = 0  # extra attempts at a failed length, each from a fresh random prompt
     seed: int = 0  # seeds one torch.Generator per target: same inputs + seed -> same result
     batch_size: int | None = None  # candidates per forward chunk; None -> sized from the logits' memory
+    # Screening precision: a 16-bit copy of a float32 model computes gradients and ranks candidates; the model
+    # itself re-checks every candidate within screen_margin logits of a match, and only it decides success.
+    screen_dtype: str = "auto"  # auto (bfloat16 where it is fast) | bfloat16 | float16 | none
+    screen_margin: float = 2.0  # logits (widened to 1.5x the largest error seen); bfloat16 moved SmolLM2's by <= 1.7
     # Which tokens the free prompt may use.
     allow_special_tokens: bool = False  # BOS/EOS/PAD/added special tokens stay out of prompts by default
     allow_non_ascii: bool = True  # False also drops tokens that decode to non-ASCII, unprintable or U+FFFD text
@@ -52,6 +56,11 @@ class ACRConfig:
                 raise UsageError(f"ACRConfig.{name} must be a positive integer or None, got {value!r}")
         if not isinstance(self.restarts, int) or self.restarts < 0:
             raise UsageError(f"ACRConfig.restarts must be a non-negative integer, got {self.restarts!r}")
+        if self.screen_dtype not in ("auto", "none", "bfloat16", "float16"):
+            raise UsageError("ACRConfig.screen_dtype must be auto, none, bfloat16 or float16, "
+                             f"got {self.screen_dtype!r}")
+        if not isinstance(self.screen_margin, (int, float)) or self.screen_margin < 0:
+            raise UsageError(f"ACRConfig.screen_margin must be a number >= 0, got {self.screen_margin!r}")
         if self.threshold < 0:
             raise UsageError(f"ACRConfig.threshold must be >= 0, got {self.threshold!r}")
 

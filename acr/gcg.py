@@ -15,10 +15,19 @@ One GCG step, in the order the functions below are used:
 
 The target, its fixed context and the prefix KV cache live in a :class:`Problem` built once per target
 by :func:`build_problem`.
+
+Screening precision. A float32 model can be searched with a bfloat16 copy of itself (a :class:`Screen`,
+see :func:`screen_dtype_for`): the copy computes the gradient and ranks every candidate, several times
+faster on CPUs with native bfloat16 and on GPUs. It never decides success: every candidate whose screened
+margin (target logit minus the best other logit, at the worst target position) is within
+``Screen.reach`` of a match is scored again by the model itself, and only that exact check -- then real
+generation -- can end a length. The search path is approximate by design (GCG's ranking is a heuristic
+anyway); what is reported is exact.
 """
 
 from __future__ import annotations
 
+import copy
 import inspect
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -29,6 +38,28 @@ from torch import Tensor
 
 # Candidate chunks are sized so their logits (and the softmax temporaries) stay under this on CPU.
 CPU_CHUNK_BUDGET_BYTES = 1 << 30
+
+
+@dataclass
+class Screen:
+    """A lower-precision copy of the model that computes gradients and ranks candidates.
+
+    ``prefix_cache`` is the copy's own cache of the prefix. A candidate whose screened margin is above
+    ``-reach`` is re-scored by the model itself. On SmolLM2, bfloat16 moved the margins of 2,021 re-checked
+    candidates by 0.28 logits at the 99th percentile and 1.7 at most, hence the default of 2.
+    """
+
+    model: Any
+    prefix_cache: tuple | None
+    margin: float
+    largest_error: float = 0.0  # largest |model margin - screened margin| seen on re-checked candidates
+
+    @property
+    def reach(self) -> float:
+        """How far below a match a screened candidate is still re-checked: ``margin``, widened to 1.5 times
+        the largest screening error measured so far on this target, so a model whose 16-bit copy is less
+        faithful than expected is re-checked more widely rather than having matches missed."""
+        return max(self.margin, 1.5 * self.largest_error)
 
 
 @dataclass
@@ -48,7 +79,9 @@ class Problem:
     prefix_cache: tuple | None  # legacy ((k, v), ...) per layer, batch 1; None when there is no prefix
     logits_kwarg: str | None  # "num_logits_to_keep" / "logits_to_keep" when the model can skip unused logits
     chunk_size: int  # candidates per forward; halved for good on an out-of-memory error
-    forward_passes: int = 0  # candidate sequences scored so far
+    screen: Screen | None = None  # None: the model itself ranks candidates
+    forward_passes: int = 0  # candidate sequences scored so far (by the screen when there is one)
+    exact_rechecks: int = 0  # screened candidates near a match that the model itself scored again
 
     @property
     def device(self) -> torch.device:
@@ -120,63 +153,120 @@ def _auto_chunk_size(model: Any, seq_len: int, target_len: int, search_width: in
     return int(max(1, min(search_width, budget // max(1, per_candidate))))
 
 
+def _cpu_has_fast_bfloat16() -> bool:
+    """Native bfloat16 dot products (AVX512-BF16 or AMX); elsewhere bfloat16 matmuls are emulated and slow."""
+    checks = ("_is_avx512_bf16_supported", "_is_amx_tile_supported")
+    try:
+        return any(getattr(torch.cpu, name)() for name in checks if hasattr(torch.cpu, name))
+    except Exception:  # a private probe: if torch changes it, fall back to the exact path
+        return False
+
+
+SCREEN_DTYPES = {"bfloat16": torch.bfloat16, "float16": torch.float16}
+
+
+def screen_dtype_for(model: Any, option: str | None) -> torch.dtype | None:
+    """The screening dtype for ``option`` ("auto", "bfloat16", "float16" or "none"/None) and this model.
+
+    "auto" screens a float32 model in bfloat16 where that is fast (CUDA with bfloat16, CPUs with native
+    bfloat16 dot products); otherwise, and for models already in a 16-bit dtype, the model ranks
+    candidates itself.
+    """
+    if option is None or option == "none":
+        return None
+    weight = model.get_input_embeddings().weight
+    if option == "auto":
+        if weight.dtype != torch.float32:
+            return None
+        if weight.device.type == "cuda":
+            return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
+        return torch.bfloat16 if weight.device.type == "cpu" and _cpu_has_fast_bfloat16() else None
+    if option not in SCREEN_DTYPES:
+        raise ValueError(f"screen dtype must be auto, none, {' or '.join(SCREEN_DTYPES)}; got {option!r}")
+    dtype = SCREEN_DTYPES[option]
+    return None if dtype == weight.dtype else dtype
+
+
+def screen_copy(model: Any, dtype: torch.dtype) -> Any:
+    """A copy of ``model`` in ``dtype`` on the same device, in eval mode (made once per model, not per target).
+
+    Its parameters keep ``requires_grad``: gradients are only ever taken w.r.t. the one-hot prompt, and on
+    CPU, bfloat16 linear layers over frozen parameters were measured 8x slower (torch 2.13, AVX512-BF16).
+    """
+    with torch.inference_mode(False):  # a caller's inference mode would make the copy unusable for gradients
+        return copy.deepcopy(model).to(dtype).eval()
+
+
+def _prefix_cache(model: Any, prefix: Tensor) -> tuple | None:
+    """The prefix's K/V per layer as a legacy tuple (batch 1); None for an empty prefix."""
+    if prefix.shape[1] == 0:
+        return None
+    # no_grad, not inference_mode: the cache also feeds the gradient pass, and inference tensors
+    # cannot be saved for backward.
+    with torch.no_grad():
+        past = model(input_ids=prefix, use_cache=True).past_key_values
+    past = past.to_legacy_cache() if hasattr(past, "to_legacy_cache") else past
+    return tuple((layer[0], layer[1]) for layer in past)
+
+
 def build_problem(model: Any, prefix_ids: list[int], suffix_ids: list[int], target_ids: list[int],
-                  allowed: Tensor, *, search_width: int, batch_size: int | None = None) -> Problem:
-    """Put the fixed ids on the model's device and compute the prefix KV cache once per target."""
+                  allowed: Tensor, *, search_width: int, batch_size: int | None = None,
+                  screen_model: Any = None, screen_margin: float = 2.0) -> Problem:
+    """Put the fixed ids on the model's device and compute the prefix KV caches once per target.
+
+    ``screen_model`` (from :func:`screen_copy`) ranks candidates; ``screen_margin`` is how close to a
+    match, in logits, a screened candidate must come to be checked by the model itself.
+    """
     device = model.get_input_embeddings().weight.device
 
     def as_row(ids: list[int]) -> Tensor:
         return torch.tensor([ids], dtype=torch.long, device=device).reshape(1, len(ids))
 
     prefix, suffix, target = as_row(prefix_ids), as_row(suffix_ids), as_row(target_ids)
-    cache = None
-    if prefix.shape[1] > 0:
-        # no_grad, not inference_mode: the cache also feeds the gradient pass, and inference tensors
-        # cannot be saved for backward.
-        with torch.no_grad():
-            past = model(input_ids=prefix, use_cache=True).past_key_values
-        past = past.to_legacy_cache() if hasattr(past, "to_legacy_cache") else past
-        cache = tuple((layer[0], layer[1]) for layer in past)
+    screen = None
+    if screen_model is not None:
+        screen = Screen(model=screen_model, prefix_cache=_prefix_cache(screen_model, prefix), margin=screen_margin)
     # Longest sequence a chunk will see: prefix + a prompt as long as the target + suffix + target.
     longest = prefix.shape[1] + suffix.shape[1] + 2 * target.shape[1]
     chunk = batch_size or _auto_chunk_size(model, longest, target.shape[1], search_width)
     return Problem(model=model, prefix_ids=prefix, suffix_ids=suffix, target_ids=target, allowed=allowed,
-                   prefix_cache=cache, logits_kwarg=_logits_kwarg(model), chunk_size=chunk)
+                   prefix_cache=_prefix_cache(model, prefix), logits_kwarg=_logits_kwarg(model), chunk_size=chunk,
+                   screen=screen)
 
 
-def _expanded_cache(problem: Problem, batch: int) -> Any:
+def _expanded_cache(model: Any, cache: tuple, batch: int) -> Any:
     """A fresh cache object holding the prefix K/V expanded (as views) to ``batch`` rows.
 
     Fresh per call because a ``DynamicCache`` is appended to in place by the forward pass; the expanded
     views themselves are never written (the new K/V are concatenated into new tensors).
     """
-    legacy = tuple((k.expand(batch, -1, -1, -1), v.expand(batch, -1, -1, -1)) for k, v in problem.prefix_cache)
-    if getattr(problem.model, "_supports_cache_class", False):
+    legacy = tuple((k.expand(batch, -1, -1, -1), v.expand(batch, -1, -1, -1)) for k, v in cache)
+    if getattr(model, "_supports_cache_class", False):
         from transformers import DynamicCache
 
         return DynamicCache.from_legacy_cache(legacy)
     return legacy
 
 
-def _target_logits(problem: Problem, *, input_ids: Tensor | None = None,
+def _target_logits(problem: Problem, model: Any, cache: tuple | None, *, input_ids: Tensor | None = None,
                    inputs_embeds: Tensor | None = None) -> Tensor:
-    """Logits at the positions that predict the target tokens: (batch, T, V).
+    """``model``'s logits at the positions that predict the target tokens: (batch, T, V).
 
-    The prefix is supplied from its cache, so the forward runs only over free + suffix + target tokens,
-    and (where the model supports it) the LM head runs only over the last T + 1 positions.
+    The prefix is supplied from ``cache`` (that model's), so the forward runs only over free + suffix +
+    target tokens, and (where the model supports it) the LM head runs only over the last T + 1 positions.
     """
     given = input_ids if input_ids is not None else inputs_embeds
     batch = given.shape[0]
     n_target = problem.target_ids.shape[1]
-    kwargs: dict[str, Any] = {"use_cache": problem.prefix_cache is not None}
-    if problem.prefix_cache is not None:
-        kwargs["past_key_values"] = _expanded_cache(problem, batch)
+    kwargs: dict[str, Any] = {"use_cache": cache is not None}
+    if cache is not None:
+        kwargs["past_key_values"] = _expanded_cache(model, cache, batch)
     if problem.logits_kwarg is not None:
         kwargs[problem.logits_kwarg] = n_target + 1
     if input_ids is not None:
-        logits = problem.model(input_ids=input_ids, **kwargs).logits
+        logits = model(input_ids=input_ids, **kwargs).logits
     else:
-        logits = problem.model(inputs_embeds=inputs_embeds, **kwargs).logits
+        logits = model(inputs_embeds=inputs_embeds, **kwargs).logits
     return logits[:, -(n_target + 1):-1, :]
 
 
@@ -185,15 +275,18 @@ def token_gradient(problem: Problem, prompt_ids: Tensor) -> Tensor:
 
     The one-hot matrix times the embedding matrix gives the free tokens' embeddings, so the gradient says,
     to first order, how much swapping in each vocabulary token at each position would change the loss.
+    Taken through the screen model when there is one (it only ranks swaps).
     """
-    embedding = problem.model.get_input_embeddings()
+    model, cache = (problem.screen.model, problem.screen.prefix_cache) if problem.screen else \
+        (problem.model, problem.prefix_cache)
+    embedding = model.get_input_embeddings()
     weight = embedding.weight
     one_hot = torch.nn.functional.one_hot(prompt_ids.to(weight.device), num_classes=weight.shape[0])
     one_hot = one_hot.to(weight.dtype).unsqueeze(0).requires_grad_(True)
     with torch.enable_grad():
         fixed = embedding(torch.cat([problem.suffix_ids, problem.target_ids], dim=1))
         embeds = torch.cat([one_hot @ weight, fixed], dim=1)
-        logits = _target_logits(problem, inputs_embeds=embeds)
+        logits = _target_logits(problem, model, cache, inputs_embeds=embeds)
         loss = torch.nn.functional.cross_entropy(logits[0].float(), problem.target_ids[0])
         (grad,) = torch.autograd.grad(loss, [one_hot])
     return grad[0].detach().float().cpu()
@@ -232,16 +325,40 @@ def _is_oom(error: RuntimeError) -> bool:
     return "out of memory" in text or "can't allocate memory" in text
 
 
-def score_candidates(problem: Problem, candidates: Tensor) -> tuple[Tensor, Tensor]:
-    """Teacher-forced loss and exact-match flag of every candidate prompt: ``(losses, matches)`` on CPU.
+# On CPU, logits are reduced in slices of about this many bytes (as float32): small enough that the
+# temporaries are reused from the allocator instead of being mapped and faulted in afresh (measured 3x
+# faster than one pass over 64 SmolLM2 candidates).
+STATS_SLICE_BYTES = 1 << 23
 
-    ``matches[i]`` is true when the argmax at every target position equals the target token. That holds
-    exactly when greedy decoding from candidate ``i`` emits the whole target (each greedy step sees the
-    same prefix teacher forcing does, as long as every earlier step was right), so all candidates of a
-    step are checked for success in the same forward pass that scores them.
+
+def _target_stats(logits: Tensor, target: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+    """Per candidate, from its target-position logits (B, T, V): mean cross-entropy, exact-match flag, margin."""
+    rows = max(1, STATS_SLICE_BYTES // (4 * logits.shape[1] * logits.shape[2]))
+    if logits.device.type != "cpu":
+        rows = logits.shape[0]  # accelerators: one pass, no slicing
+    losses, matches, margins = [], [], []
+    for start in range(0, logits.shape[0], rows):
+        part = logits[start:start + rows].float()
+        labels = target.expand(part.shape[0], -1)
+        picked = part.gather(-1, labels.unsqueeze(-1)).squeeze(-1)
+        top2 = part.topk(2, dim=-1)
+        best_other = torch.where(top2.indices[..., 0] == labels, top2.values[..., 1], top2.values[..., 0])
+        losses.append((torch.logsumexp(part, dim=-1) - picked).mean(dim=1))
+        matches.append((part.argmax(dim=-1) == labels).all(dim=1))
+        margins.append((picked - best_other).min(dim=1).values)
+    return tuple(torch.cat(values).cpu() for values in (losses, matches, margins))
+
+
+def _teacher_forced(problem: Problem, model: Any, cache: tuple | None,
+                    candidates: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+    """``model``'s loss, exact-match flag and margin for every candidate, in memory-sized chunks (on CPU).
+
+    The margin is the target logit minus the best other logit at the target's worst position: positive
+    where greedy decoding emits the whole target (the flag itself is the plain argmax test, so ties are
+    broken exactly as ``generate`` breaks them).
     """
     n = candidates.shape[0]
-    losses, matches = torch.empty(n), torch.zeros(n, dtype=torch.bool)
+    losses, matches, margins = torch.empty(n), torch.zeros(n, dtype=torch.bool), torch.empty(n)
     target = problem.target_ids
     fixed = torch.cat([problem.suffix_ids, target], dim=1)
     start = 0
@@ -251,7 +368,7 @@ def score_candidates(problem: Problem, candidates: Tensor) -> tuple[Tensor, Tens
             chunk = candidates[start:stop].to(problem.device)
             ids = torch.cat([chunk, fixed.expand(chunk.shape[0], -1)], dim=1)
             try:
-                logits = _target_logits(problem, input_ids=ids).float()
+                logits = _target_logits(problem, model, cache, input_ids=ids)
             except RuntimeError as error:
                 if not _is_oom(error) or problem.chunk_size == 1:
                     raise
@@ -259,12 +376,38 @@ def score_candidates(problem: Problem, candidates: Tensor) -> tuple[Tensor, Tens
                 if problem.device.type == "cuda":
                     torch.cuda.empty_cache()
                 continue
-            labels = target.expand(chunk.shape[0], -1)
-            picked = logits.gather(-1, labels.unsqueeze(-1)).squeeze(-1)
-            losses[start:stop] = (torch.logsumexp(logits, dim=-1) - picked).mean(dim=1).cpu()
-            matches[start:stop] = (logits.argmax(dim=-1) == labels).all(dim=1).cpu()
-            problem.forward_passes += chunk.shape[0]
+            stats = _target_stats(logits, target[0])
+            for out, values in zip((losses, matches, margins), stats, strict=True):
+                out[start:stop] = values
             start = stop
+    return losses, matches, margins
+
+
+def score_candidates(problem: Problem, candidates: Tensor) -> tuple[Tensor, Tensor]:
+    """Teacher-forced loss and exact-match flag of every candidate prompt: ``(losses, matches)`` on CPU.
+
+    ``matches[i]`` is true when the argmax at every target position equals the target token. That holds
+    exactly when greedy decoding from candidate ``i`` emits the whole target (each greedy step sees the
+    same prefix teacher forcing does, as long as every earlier step was right), so all candidates of a
+    step are checked for success in the same forward pass that scores them.
+
+    With a screen, the losses are the screen's and the flags are the model's own: every candidate the
+    screen puts within ``screen.reach`` of a match is scored again by the model, and only that decides.
+    """
+    screen = problem.screen
+    if screen is None:
+        losses, matches, _ = _teacher_forced(problem, problem.model, problem.prefix_cache, candidates)
+        problem.forward_passes += candidates.shape[0]
+        return losses, matches
+    losses, _, margins = _teacher_forced(problem, screen.model, screen.prefix_cache, candidates)
+    problem.forward_passes += candidates.shape[0]
+    matches = torch.zeros(candidates.shape[0], dtype=torch.bool)
+    near = (margins > -screen.reach).nonzero().flatten()
+    if near.numel():
+        _, exact, exact_margins = _teacher_forced(problem, problem.model, problem.prefix_cache, candidates[near])
+        matches[near] = exact
+        problem.exact_rechecks += near.numel()
+        screen.largest_error = max(screen.largest_error, float((exact_margins - margins[near]).abs().max()))
     return losses, matches
 
 

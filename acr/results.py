@@ -31,10 +31,11 @@ class ACRResult:
     verified_generation: bool  # model.generate(input_ids, greedy) reproduced target_ids exactly
     retokenizes: bool  # encode(prompt_text) == prompt_ids (the prompt survives a round trip through text)
     censored: bool
-    lengths_tried: list[dict[str, Any]]  # in search order: {length, success, steps, best_loss, restart}
+    lengths_tried: list[dict[str, Any]]  # in search order: {length, success, steps, best_loss, restart,
+    #                                       candidates, seconds}
     bracket: dict[str, int | None]  # {"longest_failed", "shortest_success"}
     steps: int  # GCG steps over all lengths (one gradient each)
-    forward_passes: int  # candidate prompts scored (teacher-forced), over all lengths
+    forward_passes: int  # candidate prompts scored (teacher-forced; by the screen copy if any), over all lengths
     wall_seconds: float
     seed: int
     model: str | None
@@ -44,6 +45,8 @@ class ACRResult:
     memorized_vs_gzip: bool  # success and ACR > gzip_ratio
     threshold: float = 1.0
     false_matches: int = 0  # teacher-forced matches that real generation did not confirm (numerics); rejected
+    screen_dtype: str | None = None  # dtype of the copy that ranked candidates (None: the model itself)
+    exact_rechecks: int = 0  # screened candidates near a match that the model itself scored again
     config: dict[str, Any] = field(default_factory=dict)
 
     def to_dict(self) -> dict[str, Any]:

@@ -14,6 +14,7 @@ For one target, in the order used:
 
 from __future__ import annotations
 
+import logging
 import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
@@ -29,10 +30,14 @@ from acr.gcg import (
     build_problem,
     optimize_length,
     random_prompt,
+    screen_copy,
+    screen_dtype_for,
 )
 from acr.results import ACRResult, gzip_ratio
 from acr.verify import retokenizes, verify_generation
 from evalkit.errors import UsageError
+
+logger = logging.getLogger(__name__)
 
 # Rendered into the chat template's user turn, then split on: the text before and after it is the scaffold.
 PLACEHOLDER = "ACRFREEPROMPTPLACEHOLDER"
@@ -138,7 +143,8 @@ def _deletions(prompt_ids: torch.Tensor) -> torch.Tensor:
 
 
 def search_prompt_length(problem: Problem, cap: int, config: ACRConfig, generator: torch.Generator,
-                         verify: Callable[[list[int]], bool]) -> SearchOutcome:
+                         verify: Callable[[list[int]], bool],
+                         optimizer: Callable[..., LengthOutcome] = optimize_length) -> SearchOutcome:
     """MiniPrompt: find the shortest prompt length at which GCG makes the model emit the target.
 
     Grows from ``config.initial_length`` by ``config.grow_step`` (the failed prompt is kept as the suffix,
@@ -148,18 +154,24 @@ def search_prompt_length(problem: Problem, cap: int, config: ACRConfig, generato
     A length fails after ``steps_per_length`` steps and ``restarts`` fresh random restarts; the search
     stops at the first failure after a success, or when the next length already failed. Failures are
     budget-bound, so the bracket is what this budget found, not a proof.
+
+    ``optimizer`` is the GCG run at one length, called like :func:`~acr.gcg.optimize_length`; the
+    benchmark passes another implementation through here so both drive this same search.
     """
     out = SearchOutcome(prompt_ids=torch.empty(0, dtype=torch.long), success=False)
     length = min(max(1, config.initial_length), cap)
     starts = random_prompt(problem.allowed, length, generator)
 
     def attempt(init: torch.Tensor, restart: int) -> LengthOutcome:
-        result = optimize_length(problem, init, steps=config.steps_per_length, search_width=config.search_width,
-                                 topk=config.topk, n_replace=config.n_replace, generator=generator, verify=verify)
+        scored, started = problem.forward_passes, time.perf_counter()
+        result = optimizer(problem, init, steps=config.steps_per_length, search_width=config.search_width,
+                           topk=config.topk, n_replace=config.n_replace, generator=generator, verify=verify)
         out.steps += result.steps
         out.false_matches += result.false_matches
         out.lengths_tried.append({"length": length, "success": result.success, "steps": result.steps,
-                                  "best_loss": result.loss, "restart": restart})
+                                  "best_loss": result.loss, "restart": restart,
+                                  "candidates": problem.forward_passes - scored,
+                                  "seconds": time.perf_counter() - started})
         return result
 
     while True:
@@ -201,6 +213,8 @@ class _Prepared:
     allowed: torch.Tensor
     limit: int | None
     model_name: str | None
+    screen_model: Any = None  # the 16-bit copy that ranks candidates, or None
+    screen_dtype: str | None = None
 
 
 def _prepare(model: Any, tokenizer: Any, config: ACRConfig | None, model_name: str | None) -> _Prepared:
@@ -214,8 +228,18 @@ def _prepare(model: Any, tokenizer: Any, config: ACRConfig | None, model_name: s
     except ValueError as error:
         raise UsageError(str(error)) from error
     name = model_name or getattr(getattr(model, "config", None), "_name_or_path", None) or type(model).__name__
+    dtype = screen_dtype_for(model, config.screen_dtype)
+    screen = None
+    if dtype is not None:
+        try:
+            screen = screen_copy(model, dtype)
+        except Exception as error:  # e.g. a model deepcopy cannot copy: search with the model itself
+            logger.warning("no %s screen copy of the model (%s); ranking candidates with the model itself",
+                           dtype, error)
+            dtype = None
+    dtype_name = str(dtype).removeprefix("torch.") if dtype is not None else None
     return _Prepared(model, tokenizer, config, before, after, scaffold, bos_added, allowed,
-                     context_limit(model, tokenizer), name)
+                     context_limit(model, tokenizer), name, screen, dtype_name)
 
 
 def _prompt_cap(prep: _Prepared, target_ids: list[int]) -> int:
@@ -232,18 +256,20 @@ def _prompt_cap(prep: _Prepared, target_ids: list[int]) -> int:
     return cap
 
 
-def _run_target(prep: _Prepared, target: str, target_ids: list[int]) -> ACRResult:
+def _run_target(prep: _Prepared, target: str, target_ids: list[int],
+                optimizer: Callable[..., LengthOutcome] = optimize_length) -> ACRResult:
     config, model, tokenizer = prep.config, prep.model, prep.tokenizer
     start = time.perf_counter()
     cap = _prompt_cap(prep, target_ids)
     generator = torch.Generator().manual_seed(config.seed)
     problem = build_problem(model, prep.before, prep.after, target_ids, prep.allowed,
-                            search_width=config.search_width, batch_size=config.batch_size)
+                            search_width=config.search_width, batch_size=config.batch_size,
+                            screen_model=prep.screen_model, screen_margin=config.screen_margin)
 
     def verify(input_ids: list[int]) -> bool:
         return verify_generation(model, input_ids, target_ids)
 
-    found = search_prompt_length(problem, cap, config, generator, verify)
+    found = search_prompt_length(problem, cap, config, generator, verify, optimizer)
     prompt_ids = found.prompt_ids.tolist()
     input_ids = problem.input_ids(found.prompt_ids)
     verified = found.success and verify(input_ids)  # the reported prompt, checked once more end to end
@@ -258,7 +284,8 @@ def _run_target(prep: _Prepared, target: str, target_ids: list[int]) -> ACRResul
         acr=acr, memorized=memorized, success=success, verified_generation=verified,
         retokenizes=retokenizes(tokenizer, prompt_ids), censored=not success, lengths_tried=found.lengths_tried,
         bracket={"longest_failed": found.longest_failed, "shortest_success": found.shortest_success},
-        steps=found.steps, forward_passes=problem.forward_passes,
+        steps=found.steps, forward_passes=problem.forward_passes, exact_rechecks=problem.exact_rechecks,
+        screen_dtype=prep.screen_dtype,
         wall_seconds=time.perf_counter() - start, seed=config.seed, model=prep.model_name,
         scaffold=prep.scaffold, bos_added=prep.bos_added, gzip_ratio=ratio,
         memorized_vs_gzip=success and acr > ratio, threshold=config.threshold, false_matches=found.false_matches,

@@ -52,6 +52,10 @@ def _add_common(parser: argparse.ArgumentParser) -> None:
                         help="candidate tokens per position (default 256)")
     search.add_argument("--restarts", type=non_negative_int, default=0, metavar="N",
                         help="extra random restarts at a failed length (default 0)")
+    search.add_argument("--screen-dtype", choices=["auto", "bfloat16", "float16", "none"], default="auto",
+                        help="precision of the model copy that ranks candidates; the model itself re-checks "
+                             "near-matches and decides success (default auto: bfloat16 for a float32 model "
+                             "where bfloat16 is fast; none: rank with the model itself)")
     search.add_argument("--chat-template", action="store_true",
                         help="wrap the free prompt in the model's chat template (scaffold not counted)")
     search.add_argument("--system-prompt", help="system turn of the chat template (needs --chat-template)")
@@ -113,7 +117,8 @@ def _config(args: argparse.Namespace):
         raise UsageError("--system-prompt needs --chat-template")
     return ACRConfig(max_prompt_tokens=args.max_prompt_tokens, initial_length=args.initial_length,
                      steps_per_length=args.steps, search_width=args.search_width, topk=args.topk,
-                     restarts=args.restarts, seed=args.seed, chat_template=args.chat_template,
+                     restarts=args.restarts, seed=args.seed, screen_dtype=args.screen_dtype,
+                     chat_template=args.chat_template,
                      system_prompt=args.system_prompt)
 
 

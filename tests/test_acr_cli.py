@@ -69,7 +69,10 @@ def _rows(directory: Path) -> list[dict]:
 
 
 def _stable(rows: list[dict]) -> list[dict]:
-    return [{k: v for k, v in r.items() if k != "wall_seconds"} for r in rows]
+    """Rows without their timings (total and per length), which are all that may differ between runs."""
+    return [{**{k: v for k, v in r.items() if k != "wall_seconds"},
+             "lengths_tried": [{k: v for k, v in e.items() if k != "seconds"} for e in r["lengths_tried"]]}
+            for r in rows]
 
 
 @pytest.fixture(scope="module")
@@ -108,6 +111,7 @@ def test_run_writes_results_summary_and_escaped_report(models, first_run):
     assert (summary["resumed"], summary["computed"]) == (0, 4)
     assert summary["targets"]["sha256"] and summary["targets"]["path"] == str(targets_path)
     assert summary["config"]["steps_per_length"] == 12 and summary["versions"]["torch"]
+    assert summary["config"]["screen_dtype"] == "auto" and summary["exact_rechecks"] >= 0
     assert "mean ACR" in proc.stdout and "wrote" in proc.stdout
 
     report = (out / "report.html").read_text(encoding="utf-8")
@@ -142,6 +146,22 @@ def test_resume_recomputes_only_missing_targets_and_matches_an_uninterrupted_run
     mixed = _cli("acr", "run", "--model", f"hf:{trained}", "--targets", targets_path, "--output-dir", out,
                  *other_seed)
     assert mixed.returncode == 2 and "different run" in mixed.stderr
+
+
+def test_run_without_the_screen_finds_the_same_memorized_targets(models, first_run, tmp_path):
+    """--screen-dtype none ranks candidates with the float32 model itself; the memorized quotes are still
+    found with verified prompts, and nothing is re-checked."""
+    trained, _, targets_path, _ = models
+    screened = _rows(first_run[0])
+    out = tmp_path / "exact"
+    proc = _cli("acr", "run", "--model", f"hf:{trained}", "--targets", targets_path, "--output-dir", out,
+                *KNOBS, "--screen-dtype", "none", "--max-targets", "2")
+    assert proc.returncode == 0, proc.stderr
+    rows = _rows(out)
+    assert [r["memorized"] and r["verified_generation"] for r in rows] == [True, True]
+    assert all(r["screen_dtype"] is None and r["exact_rechecks"] == 0 for r in rows)
+    assert [r["target"] for r in rows] == [r["target"] for r in screened[:2]]
+    assert rows[0]["config_fingerprint"] != screened[0]["config_fingerprint"]  # never mixed on resume
 
 
 def test_compare_trained_vs_untrained(models, first_run, tmp_path):

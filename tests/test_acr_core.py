@@ -22,7 +22,7 @@ from acr import (
     results_frame,
     summarize_results,
 )
-from acr.gcg import allowed_token_mask, build_problem, score_candidates
+from acr.gcg import allowed_token_mask, build_problem, score_candidates, screen_copy, screen_dtype_for
 from acr.results import gzip_ratio
 from evalkit.errors import UsageError
 from tests.acr_models import CHAT_QUOTE, CONFIG, QUOTES
@@ -132,8 +132,10 @@ def test_same_seed_gives_the_same_result(tiny, run):
     model, tokenizer = tiny
     first = run[0][0].to_dict()
     again = compute_acr(model, tokenizer, QUOTES["hamlet"], CONFIG, model_name="tiny-llama").to_dict()
-    first.pop("wall_seconds")
-    again.pop("wall_seconds")
+    for result in (first, again):  # timings are all that may differ
+        result.pop("wall_seconds")
+        for entry in result["lengths_tried"]:
+            assert entry.pop("seconds") >= 0
     assert again == first
 
 
@@ -172,6 +174,64 @@ def test_prefix_kv_cache_scores_like_a_full_forward(tiny):
     assert problem.forward_passes == 7
 
 
+def _caesar_candidates(tokenizer, n_random: int, seed: int = 0):
+    title = tokenizer("caesar :", add_special_tokens=False)["input_ids"]
+    generator = torch.Generator().manual_seed(seed)
+    near = torch.tensor([title] * 8)
+    near[torch.arange(8), torch.arange(8) % 2] = torch.randint(4, len(tokenizer), (8,), generator=generator)
+    return torch.cat([torch.tensor([title]), near, torch.randint(4, len(tokenizer), (n_random, 2), generator=generator)])
+
+
+def test_screened_scoring_keeps_the_exact_match_decision(tiny):
+    """A bfloat16 screen ranks candidates, but which ones match is decided by the float32 model itself:
+    the same flags as unscreened scoring, and only candidates the screen put near a match are re-checked."""
+    model, tokenizer = tiny
+    target = tokenizer(QUOTES["caesar"], add_special_tokens=False)["input_ids"]
+    allowed = allowed_token_mask(tokenizer, model.get_input_embeddings().weight.shape[0])
+    candidates = _caesar_candidates(tokenizer, 40)
+    exact = build_problem(model, [tokenizer.bos_token_id], [], target, allowed, search_width=64)
+    exact_losses, exact_matches = score_candidates(exact, candidates)
+    screened = build_problem(model, [tokenizer.bos_token_id], [], target, allowed, search_width=64,
+                             screen_model=screen_copy(model, torch.bfloat16))
+    losses, matches = score_candidates(screened, candidates)
+    assert matches.tolist() == exact_matches.tolist() and matches[0]
+    assert 0 < screened.exact_rechecks < len(candidates)  # near-matches only, and every true match among them
+    assert screened.forward_passes == exact.forward_passes == len(candidates) and exact.exact_rechecks == 0
+    assert torch.allclose(losses, exact_losses, atol=0.1) and not torch.equal(losses, exact_losses)
+    # With no margin, only what the screen itself calls a match is checked: never more matches than exact.
+    strict = build_problem(model, [tokenizer.bos_token_id], [], target, allowed, search_width=64,
+                           screen_model=screened.screen.model, screen_margin=0.0)
+    _, strict_matches = score_candidates(strict, candidates)
+    assert not (strict_matches & ~exact_matches).any() and strict.exact_rechecks <= screened.exact_rechecks
+
+
+def test_screen_dtype_choice(tiny):
+    model, _ = tiny
+    assert screen_dtype_for(model, "none") is None and screen_dtype_for(model, None) is None
+    assert screen_dtype_for(model, "bfloat16") is torch.bfloat16
+    assert screen_dtype_for(model, "float16") is torch.float16
+    assert screen_dtype_for(screen_copy(model, torch.bfloat16), "auto") is None  # already 16-bit: no copy
+    assert screen_dtype_for(screen_copy(model, torch.bfloat16), "bfloat16") is None
+    assert screen_dtype_for(model, "auto") in (torch.bfloat16, None)  # bfloat16 only where the CPU has it
+    with pytest.raises(ValueError, match="screen dtype"):
+        screen_dtype_for(model, "int8")
+    with pytest.raises(UsageError, match="screen_dtype"):
+        ACRConfig(screen_dtype="fp8")
+    with pytest.raises(UsageError, match="screen_margin"):
+        ACRConfig(screen_margin=-1)
+
+
+@pytest.mark.parametrize("screen", ["none", "bfloat16"])
+def test_both_precisions_find_verified_prompts(tiny, screen):
+    model, tokenizer = tiny
+    config = ACRConfig(**{**CONFIG.to_dict(), "screen_dtype": screen})
+    result = compute_acr(model, tokenizer, QUOTES["hamlet"], config)
+    assert result.success and result.memorized and result.verified_generation and result.acr > 1
+    assert result.screen_dtype == (None if screen == "none" else "bfloat16")
+    assert (result.exact_rechecks > 0) == (screen != "none")
+    assert _greedy(model, result.input_ids, result.target_tokens) == result.target_ids
+
+
 def test_special_tokens_are_excluded_unless_allowed(tiny):
     model, tokenizer = tiny
     rows = model.get_input_embeddings().weight.shape[0]
@@ -205,6 +265,15 @@ def test_results_serialize_tabulate_summarize_and_plot(run):
     import matplotlib.pyplot as plt
 
     plt.close(ax.figure)
+    # Partial rows (hand-made, or older files without success/memorized) plot by what they do have.
+    partial = [{"target_tokens": 10, "acr": 5.0, "censored": False, "memorized": True},
+               {"target_tokens": 12, "acr": 1.0, "censored": True}]
+    ax = plot_acr(partial)
+    labels = ax.get_legend_handles_labels()[1]
+    assert labels[:2] == ["memorized", "censored (upper bound)"]
+    plt.close(ax.figure)
+    with pytest.raises(ValueError, match="result 0 has no acr"):
+        plot_acr([{"target_tokens": 3}])
 
 
 def test_completion_test_discoverable_memorization(tiny):
