@@ -179,7 +179,8 @@ def _caesar_candidates(tokenizer, n_random: int, seed: int = 0):
     generator = torch.Generator().manual_seed(seed)
     near = torch.tensor([title] * 8)
     near[torch.arange(8), torch.arange(8) % 2] = torch.randint(4, len(tokenizer), (8,), generator=generator)
-    return torch.cat([torch.tensor([title]), near, torch.randint(4, len(tokenizer), (n_random, 2), generator=generator)])
+    far = torch.randint(4, len(tokenizer), (n_random, 2), generator=generator)
+    return torch.cat([torch.tensor([title]), near, far])
 
 
 def test_screened_scoring_keeps_the_exact_match_decision(tiny):
