@@ -26,3 +26,21 @@ def minilm_dir() -> str:
     from evalkit.resources.models import minilm_model_dir
 
     return str(minilm_model_dir())
+
+
+@pytest.fixture(scope="module")
+def tiny():
+    """(model, tokenizer): the small Llama trained in seconds to memorize a few quotes (tests/acr_models.py).
+
+    One thread while a module uses it: on a shared 2-core machine, OpenMP threads spinning against other
+    processes make tiny ops hundreds of times slower than a single thread.
+    """
+    import torch
+
+    from tests.acr_models import build_tokenizer, train
+
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    tokenizer = build_tokenizer()
+    yield train(tokenizer), tokenizer
+    torch.set_num_threads(threads)

@@ -28,18 +28,6 @@ from evalkit.errors import UsageError
 from tests.acr_models import CHAT_QUOTE, CONFIG, QUOTES
 from tests.acr_models import build_tokenizer as _build_tokenizer
 from tests.acr_models import random_strings as _random_strings
-from tests.acr_models import train as _train
-
-
-@pytest.fixture(scope="module")
-def tiny():
-    # One thread: on a shared 2-core machine, OpenMP threads spinning against other processes make tiny
-    # ops hundreds of times slower than a single thread.
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    tokenizer = _build_tokenizer()
-    yield _train(tokenizer), tokenizer
-    torch.set_num_threads(threads)
 
 
 @pytest.fixture(scope="module")

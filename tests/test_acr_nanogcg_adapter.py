@@ -12,21 +12,10 @@ import torch
 from acr import ACRConfig
 from acr.search import _prepare, _run_target, encode_target
 from tests.acr_models import CONFIG, QUOTES
-from tests.acr_models import build_tokenizer as _build_tokenizer
 from tests.acr_models import random_strings as _random_strings
-from tests.acr_models import train as _train
 
 pytest.importorskip("nanogcg", reason="nanogcg is installed by `make install` (no-deps, pinned)")
 from benchmarks.nanogcg_adapter import NanoGCGAtLength  # noqa: E402
-
-
-@pytest.fixture(scope="module")
-def tiny():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    tokenizer = _build_tokenizer()
-    yield _train(tokenizer), tokenizer
-    torch.set_num_threads(threads)
 
 
 def _run(model, tokenizer, target, config):
