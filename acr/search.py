@@ -213,8 +213,24 @@ class _Prepared:
     allowed: torch.Tensor
     limit: int | None
     model_name: str | None
-    screen_model: Any = None  # the 16-bit copy that ranks candidates, or None
-    screen_dtype: str | None = None
+    screen_dtype: torch.dtype | None = None  # dtype of the copy that will rank candidates, or None
+    _screen_model: Any = None
+
+    def screen_model(self) -> Any:
+        """The 16-bit copy, made on first use (so invalid targets are refused before a model is copied),
+        then shared by every target of this run. None when there is no screen or the copy failed."""
+        if self.screen_dtype is not None and self._screen_model is None:
+            try:
+                self._screen_model = screen_copy(self.model, self.screen_dtype)
+            except Exception as error:  # e.g. a model deepcopy cannot copy: search with the model itself
+                logger.warning("no %s screen copy of the model (%s); ranking candidates with the model itself",
+                               self.screen_dtype, error)
+                self.screen_dtype = None
+        return self._screen_model
+
+    @property
+    def screen_dtype_name(self) -> str | None:
+        return str(self.screen_dtype).removeprefix("torch.") if self.screen_dtype is not None else None
 
 
 def _prepare(model: Any, tokenizer: Any, config: ACRConfig | None, model_name: str | None) -> _Prepared:
@@ -228,18 +244,8 @@ def _prepare(model: Any, tokenizer: Any, config: ACRConfig | None, model_name: s
     except ValueError as error:
         raise UsageError(str(error)) from error
     name = model_name or getattr(getattr(model, "config", None), "_name_or_path", None) or type(model).__name__
-    dtype = screen_dtype_for(model, config.screen_dtype)
-    screen = None
-    if dtype is not None:
-        try:
-            screen = screen_copy(model, dtype)
-        except Exception as error:  # e.g. a model deepcopy cannot copy: search with the model itself
-            logger.warning("no %s screen copy of the model (%s); ranking candidates with the model itself",
-                           dtype, error)
-            dtype = None
-    dtype_name = str(dtype).removeprefix("torch.") if dtype is not None else None
     return _Prepared(model, tokenizer, config, before, after, scaffold, bos_added, allowed,
-                     context_limit(model, tokenizer), name, screen, dtype_name)
+                     context_limit(model, tokenizer), name, screen_dtype_for(model, config.screen_dtype))
 
 
 def _prompt_cap(prep: _Prepared, target_ids: list[int]) -> int:
@@ -264,7 +270,7 @@ def _run_target(prep: _Prepared, target: str, target_ids: list[int],
     generator = torch.Generator().manual_seed(config.seed)
     problem = build_problem(model, prep.before, prep.after, target_ids, prep.allowed,
                             search_width=config.search_width, batch_size=config.batch_size,
-                            screen_model=prep.screen_model, screen_margin=config.screen_margin)
+                            screen_model=prep.screen_model(), screen_margin=config.screen_margin)
 
     def verify(input_ids: list[int]) -> bool:
         return verify_generation(model, input_ids, target_ids)
@@ -285,7 +291,7 @@ def _run_target(prep: _Prepared, target: str, target_ids: list[int],
         retokenizes=retokenizes(tokenizer, prompt_ids), censored=not success, lengths_tried=found.lengths_tried,
         bracket={"longest_failed": found.longest_failed, "shortest_success": found.shortest_success},
         steps=found.steps, forward_passes=problem.forward_passes, exact_rechecks=problem.exact_rechecks,
-        screen_dtype=prep.screen_dtype,
+        screen_dtype=prep.screen_dtype_name,
         wall_seconds=time.perf_counter() - start, seed=config.seed, model=prep.model_name,
         scaffold=prep.scaffold, bos_added=prep.bos_added, gzip_ratio=ratio,
         memorized_vs_gzip=success and acr > ratio, threshold=config.threshold, false_matches=found.false_matches,

@@ -139,7 +139,6 @@ def _row(result: Any, total: float, flops: FlopTable, rates: dict[str, float]) -
     return {
         "success": result.success, "prompt_tokens": result.prompt_tokens if result.success else None,
         "acr": result.acr, "censored": result.censored,
-        "lengths": [(e["length"], e["success"], e["steps"]) for e in result.lengths_tried],
         "steps": result.steps, "candidates": result.forward_passes, "wall_seconds": total,
         "seconds_to_final_prompt": seconds_to_reach(result.lengths_tried, total, result.prompt_tokens)
         if result.success else None,
@@ -173,8 +172,7 @@ def _compare_target(target: str, seed: int, sides: dict[str, Any], prepared: dic
     from benchmarks.nanogcg_adapter import NanoGCGAtLength
 
     target_ids = tokenizer(target, add_special_tokens=False)["input_ids"]
-    bos = [tokenizer.bos_token_id] if tokenizer("a")["input_ids"][:1] == [tokenizer.bos_token_id] else []
-    flops = FlopTable(model, bos, target_ids, allowed)
+    flops = FlopTable(model, prepared["evalkit"].before, target_ids, allowed)
     row = {"target": target, "seed": seed, "target_tokens": len(target_ids)}
     for side in sides:
         optimizer = NanoGCGAtLength(model, tokenizer, target, not_allowed=not_allowed) \
@@ -246,6 +244,8 @@ def main(argv: list[str] | None = None) -> int:
     for seed in args.seeds:
         prepared = {side: _prepare(model, tokenizer, ACRConfig(**common, **extra, seed=seed), "smollm2")
                     for side, extra in sides.items()}
+        for prep in prepared.values():
+            prep.screen_model()  # per-run setup: made here, untimed, as for the other side's token filter
         for target in targets:
             rows.append(_compare_target(target, seed, sides, prepared, model, tokenizer, allowed, not_allowed,
                                         rates))

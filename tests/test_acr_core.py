@@ -22,7 +22,14 @@ from acr import (
     results_frame,
     summarize_results,
 )
-from acr.gcg import allowed_token_mask, build_problem, score_candidates, screen_copy, screen_dtype_for
+from acr.gcg import (
+    _cpu_has_fast_bfloat16,
+    allowed_token_mask,
+    build_problem,
+    score_candidates,
+    screen_copy,
+    screen_dtype_for,
+)
 from acr.results import gzip_ratio
 from evalkit.errors import UsageError
 from tests.acr_models import CHAT_QUOTE, CONFIG, QUOTES
@@ -201,13 +208,29 @@ def test_screen_dtype_choice(tiny):
     assert screen_dtype_for(model, "float16") is torch.float16
     assert screen_dtype_for(screen_copy(model, torch.bfloat16), "auto") is None  # already 16-bit: no copy
     assert screen_dtype_for(screen_copy(model, torch.bfloat16), "bfloat16") is None
-    assert screen_dtype_for(model, "auto") in (torch.bfloat16, None)  # bfloat16 only where the CPU has it
+    # auto: bfloat16 exactly where the CPU has native bfloat16 dot products, else the model ranks itself.
+    assert screen_dtype_for(model, "auto") is (torch.bfloat16 if _cpu_has_fast_bfloat16() else None)
     with pytest.raises(ValueError, match="screen dtype"):
         screen_dtype_for(model, "int8")
     with pytest.raises(UsageError, match="screen_dtype"):
         ACRConfig(screen_dtype="fp8")
     with pytest.raises(UsageError, match="screen_margin"):
         ACRConfig(screen_margin=-1)
+
+
+def test_screen_copy_is_made_once_per_run_and_not_for_refused_targets(tiny, monkeypatch):
+    import acr.search
+
+    model, tokenizer = tiny
+    copies = []
+    real_copy = acr.search.screen_copy
+    monkeypatch.setattr(acr.search, "screen_copy", lambda m, dtype: copies.append(dtype) or real_copy(m, dtype))
+    config = ACRConfig(**{**CONFIG.to_dict(), "screen_dtype": "bfloat16", "steps_per_length": 2})
+    with pytest.raises(UsageError, match="target 1"):
+        compute_acr_many(model, tokenizer, [QUOTES["hamlet"], ""], config, progress=False)
+    assert copies == []  # refused before any model was copied
+    results = compute_acr_many(model, tokenizer, _random_strings(tokenizer, 2, 4), config, progress=False)
+    assert copies == [torch.bfloat16] and [r.screen_dtype for r in results] == ["bfloat16", "bfloat16"]
 
 
 @pytest.mark.parametrize("screen", ["none", "bfloat16"])
