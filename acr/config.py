@@ -32,7 +32,7 @@ class ACRConfig:
     # Screening precision: a 16-bit copy of a float32 model computes gradients and ranks candidates; the model
     # itself re-checks every candidate within screen_margin logits of a match, and only it decides success.
     screen_dtype: str = "auto"  # auto (bfloat16 where it is fast) | bfloat16 | float16 | none
-    screen_margin: float = 2.0  # logits (widened to 1.5x the largest error seen); bfloat16 moved SmolLM2's by <= 1.7
+    screen_margin: float = 0.5  # logits, widened to 1.5x the largest error seen (see acr.gcg.Screen)
     # Which tokens the free prompt may use.
     allow_special_tokens: bool = False  # BOS/EOS/PAD/added special tokens stay out of prompts by default
     allow_non_ascii: bool = True  # False also drops tokens that decode to non-ASCII, unprintable or U+FFFD text

@@ -45,8 +45,10 @@ class Screen:
     """A lower-precision copy of the model that computes gradients and ranks candidates.
 
     ``prefix_cache`` is the copy's own cache of the prefix. A candidate whose screened margin is above
-    ``-reach`` is re-scored by the model itself. On SmolLM2, bfloat16 moved the margins of 2,021 re-checked
-    candidates by 0.28 logits at the 99th percentile and 1.7 at most, hence the default of 2.
+    ``-reach`` is re-scored by the model itself. Measured on SmolLM2 (bfloat16 screen, three targets, two
+    seeds, every candidate within 4 logits re-scored: 10,090): all 20 exact matches had a screened margin
+    of -0.25 or more, and near a match (screened margin above -1) bfloat16 moved margins by at most 0.57
+    logits; hence the default of 0.5, widened as errors are seen.
     """
 
     model: Any
@@ -57,8 +59,9 @@ class Screen:
     @property
     def reach(self) -> float:
         """How far below a match a screened candidate is still re-checked: ``margin``, widened to 1.5 times
-        the largest screening error measured so far on this target, so a model whose 16-bit copy is less
-        faithful than expected is re-checked more widely rather than having matches missed."""
+        the largest screening error measured so far on this target's re-checked candidates, so a model
+        whose 16-bit copy is less faithful than expected is re-checked more widely rather than having
+        matches missed."""
         return max(self.margin, 1.5 * self.largest_error)
 
 
@@ -211,7 +214,7 @@ def _prefix_cache(model: Any, prefix: Tensor) -> tuple | None:
 
 def build_problem(model: Any, prefix_ids: list[int], suffix_ids: list[int], target_ids: list[int],
                   allowed: Tensor, *, search_width: int, batch_size: int | None = None,
-                  screen_model: Any = None, screen_margin: float = 2.0) -> Problem:
+                  screen_model: Any = None, screen_margin: float = 0.5) -> Problem:
     """Put the fixed ids on the model's device and compute the prefix KV caches once per target.
 
     ``screen_model`` (from :func:`screen_copy`) ranks candidates; ``screen_margin`` is how close to a
@@ -292,14 +295,27 @@ def token_gradient(problem: Problem, prompt_ids: Tensor) -> Tensor:
     return grad[0].detach().float().cpu()
 
 
+def _first_occurrences(rows: Tensor) -> Tensor:
+    """The distinct rows of ``rows`` in the order they first appear (``torch.unique`` sorts them)."""
+    if rows.shape[0] == 0:
+        return rows
+    _, inverse = torch.unique(rows, dim=0, return_inverse=True)
+    first = torch.full((int(inverse.max()) + 1,), rows.shape[0], dtype=torch.long)
+    first.scatter_reduce_(0, inverse, torch.arange(rows.shape[0]), reduce="amin")
+    return rows[first.sort().values]
+
+
 def sample_candidates(prompt_ids: Tensor, grad: Tensor, allowed: Tensor, *, search_width: int, topk: int,
-                      n_replace: int, generator: torch.Generator) -> Tensor:
+                      n_replace: int, generator: torch.Generator,
+                      exclude: set[tuple[int, ...]] | None = None) -> Tensor:
     """Up to ``search_width`` distinct prompts, each differing from ``prompt_ids`` at ``n_replace`` positions.
 
     Each swap draws uniformly among the ``topk`` allowed tokens with the most negative gradient at that
     position. When every single swap fits in the width (short prompts, small vocabularies), all of them
-    are taken instead of a random sample. Duplicates and the unchanged prompt are dropped: scoring them
-    again would be wasted forward passes. Runs on CPU with the seeded ``generator``.
+    are taken instead of a random sample. Duplicates, the unchanged prompt and the prompts in ``exclude``
+    (already scored at this length) are dropped: scoring them again would be wasted forward passes. To
+    keep the width anyway, four times as many swaps are drawn and the first ``search_width`` new ones
+    kept, in the order drawn. Runs on CPU with the seeded ``generator``.
     """
     length = prompt_ids.shape[0]
     n_replace = min(n_replace, length)
@@ -311,13 +327,16 @@ def sample_candidates(prompt_ids: Tensor, grad: Tensor, allowed: Tensor, *, sear
         candidates = prompt_ids.repeat(length * k, 1)
         candidates[torch.arange(length * k), positions] = top.flatten()
     else:
-        candidates = prompt_ids.repeat(search_width, 1)
-        positions = torch.rand((search_width, length), generator=generator).argsort(dim=1)[:, :n_replace]
-        choice = torch.randint(0, k, (search_width, n_replace), generator=generator)
+        draws = 4 * search_width  # duplicates and excluded draws are dropped; the first new ones are kept
+        candidates = prompt_ids.repeat(draws, 1)
+        positions = torch.rand((draws, length), generator=generator).argsort(dim=1)[:, :n_replace]
+        choice = torch.randint(0, k, (draws, n_replace), generator=generator)
         candidates.scatter_(1, positions, top[positions, choice])
-    candidates = torch.unique(candidates, dim=0)
+    candidates = _first_occurrences(candidates)
     keep = (candidates != prompt_ids).any(dim=1)
-    return candidates[keep]
+    if exclude:
+        keep &= torch.tensor([tuple(row) not in exclude for row in candidates.tolist()], dtype=torch.bool)
+    return candidates[keep][:search_width]
 
 
 def _is_oom(error: RuntimeError) -> bool:
@@ -448,9 +467,15 @@ def optimize_length(problem: Problem, init_ids: Tensor, *, steps: int, search_wi
     prompt): all are scored, a verified match ends the length at zero steps, else the lowest-loss start
     is optimized. ``verify(input_ids)`` runs real greedy generation; a teacher-forced match it does not
     confirm (a near-tie that batched and incremental numerics break differently) is counted, not accepted.
+
+    Because a worse prompt is never accepted, GCG can stay on one prompt for several steps. While it
+    does, its gradient is reused rather than recomputed, and no prompt already scored at this length is
+    scored again; when every ``n_replace``-token swap within the top-k has been scored (a local optimum
+    for such swaps), the step swaps one more position instead.
     """
     starts = (init_ids if init_ids.dim() == 2 else init_ids.unsqueeze(0)).cpu()
     losses, matches = score_candidates(problem, starts)
+    scored = {tuple(row) for row in starts.tolist()}
     false_matches = 0
     if matches.any():
         hit, false_matches = _first_verified(problem, starts, losses, matches, verify)
@@ -458,15 +483,22 @@ def optimize_length(problem: Problem, init_ids: Tensor, *, steps: int, search_wi
             return LengthOutcome(starts[hit].clone(), float(losses[hit]), True, 0, false_matches)
     best = int(losses.argmin())
     current, best_loss = starts[best].clone(), float(losses[best])
+    grad = None
     done = 0
     while done < steps:
         done += 1
-        grad = token_gradient(problem, current)
-        candidates = sample_candidates(current, grad, problem.allowed, search_width=search_width, topk=topk,
-                                       n_replace=n_replace, generator=generator)
-        if candidates.shape[0] == 0:  # a single allowed token: nothing left to try
+        if grad is None:
+            grad = token_gradient(problem, current)
+        candidates = torch.empty(0, current.shape[0], dtype=torch.long)
+        for swaps in range(n_replace, current.shape[0] + 1):
+            candidates = sample_candidates(current, grad, problem.allowed, search_width=search_width, topk=topk,
+                                           n_replace=swaps, generator=generator, exclude=scored)
+            if candidates.shape[0]:
+                break
+        if candidates.shape[0] == 0:  # every reachable prompt has been scored: nothing left to try
             break
         losses, matches = score_candidates(problem, candidates)
+        scored.update(tuple(row) for row in candidates.tolist())
         if matches.any():
             hit, rejected = _first_verified(problem, candidates, losses, matches, verify)
             false_matches += rejected
@@ -474,5 +506,5 @@ def optimize_length(problem: Problem, init_ids: Tensor, *, steps: int, search_wi
                 return LengthOutcome(candidates[hit].clone(), float(losses[hit]), True, done, false_matches)
         best = int(losses.argmin())
         if float(losses[best]) < best_loss:
-            best_loss, current = float(losses[best]), candidates[best].clone()
+            best_loss, current, grad = float(losses[best]), candidates[best].clone(), None
     return LengthOutcome(current, best_loss, False, done, false_matches)

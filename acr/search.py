@@ -272,13 +272,18 @@ def _run_target(prep: _Prepared, target: str, target_ids: list[int],
                             search_width=config.search_width, batch_size=config.batch_size,
                             screen_model=prep.screen_model(), screen_margin=config.screen_margin)
 
+    checked: dict[tuple[int, ...], bool] = {}  # greedy generation is deterministic: run it once per input
+
     def verify(input_ids: list[int]) -> bool:
-        return verify_generation(model, input_ids, target_ids)
+        key = tuple(input_ids)
+        if key not in checked:
+            checked[key] = verify_generation(model, input_ids, target_ids)
+        return checked[key]
 
     found = search_prompt_length(problem, cap, config, generator, verify, optimizer)
     prompt_ids = found.prompt_ids.tolist()
     input_ids = problem.input_ids(found.prompt_ids)
-    verified = found.success and verify(input_ids)  # the reported prompt, checked once more end to end
+    verified = found.success and verify(input_ids)  # the reported prompt's own generation (kept from the search)
     n_prompt = len(prompt_ids)
     acr = len(target_ids) / (n_prompt if found.success else cap)
     ratio = gzip_ratio(target)

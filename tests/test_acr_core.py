@@ -26,6 +26,8 @@ from acr.gcg import (
     _cpu_has_fast_bfloat16,
     allowed_token_mask,
     build_problem,
+    optimize_length,
+    sample_candidates,
     score_candidates,
     screen_copy,
     screen_dtype_for,
@@ -201,6 +203,47 @@ def test_screened_scoring_keeps_the_exact_match_decision(tiny):
     assert not (strict_matches & ~exact_matches).any() and strict.exact_rechecks <= screened.exact_rechecks
 
 
+def test_sample_candidates_skips_prompts_already_scored_and_keeps_the_width():
+    generator = torch.Generator().manual_seed(0)
+    prompt, allowed = torch.tensor([5, 6, 7, 8]), torch.ones(50, dtype=torch.bool)
+    grad = torch.randn(4, 50, generator=generator)
+    first = sample_candidates(prompt, grad, allowed, search_width=16, topk=10, n_replace=1, generator=generator)
+    seen = {tuple(row) for row in first.tolist()}
+    again = sample_candidates(prompt, grad, allowed, search_width=16, topk=10, n_replace=1, generator=generator,
+                              exclude=seen)
+    rows = [tuple(row) for row in again.tolist()]
+    assert len(first) == 16 and len(rows) == 16 and len(set(rows)) == 16  # the width, all distinct
+    assert not seen & set(rows) and tuple(prompt.tolist()) not in rows
+    assert all(sum(a != b for a, b in zip(row, prompt.tolist(), strict=True)) == 1 for row in rows)  # single swaps
+    assert all(row[i] in (-grad[i]).topk(10).indices.tolist() for row in rows for i in range(4) if row[i] != prompt[i])
+
+
+def test_gcg_scores_each_prompt_once_and_reuses_the_gradient_while_stuck(tiny, monkeypatch):
+    """Never accepting a worse prompt, GCG can stay put: it then neither recomputes the gradient nor
+    re-scores a prompt, and once every single swap is scored it swaps two positions -- here until all
+    3 x 3 prompts of a 3-token vocabulary have been scored exactly once, well inside the step budget."""
+    import acr.gcg
+
+    model, tokenizer = tiny
+    target = tokenizer(_random_strings(tokenizer, 1, 8)[0], add_special_tokens=False)["input_ids"]
+    allowed = torch.zeros(model.get_input_embeddings().weight.shape[0], dtype=torch.bool)
+    allowed[[10, 11, 12]] = True
+    problem = build_problem(model, [tokenizer.bos_token_id], [], target, allowed, search_width=6)
+    scored, gradients = [], []
+    real_score, real_gradient = acr.gcg.score_candidates, acr.gcg.token_gradient
+    monkeypatch.setattr(acr.gcg, "score_candidates",
+                        lambda p, c: scored.extend(map(tuple, c.tolist())) or real_score(p, c))
+    monkeypatch.setattr(acr.gcg, "token_gradient",
+                        lambda p, ids: gradients.append(tuple(ids.tolist())) or real_gradient(p, ids))
+    outcome = optimize_length(problem, torch.tensor([10, 10]), steps=40, search_width=6, topk=3, n_replace=1,
+                              generator=torch.Generator().manual_seed(0), verify=lambda ids: False)
+    assert not outcome.success and outcome.steps < 40
+    assert len(scored) == len(set(scored)) == 9 == problem.forward_passes
+    assert set(scored) == {(a, b) for a in (10, 11, 12) for b in (10, 11, 12)}
+    assert len(gradients) == len(set(gradients))  # one gradient per prompt GCG stood on
+    assert outcome.loss == pytest.approx(float(real_score(problem, torch.tensor([scored])[0])[0].min()), abs=1e-5)
+
+
 def test_screen_dtype_choice(tiny):
     model, _ = tiny
     assert screen_dtype_for(model, "none") is None and screen_dtype_for(model, None) is None
@@ -234,10 +277,18 @@ def test_screen_copy_is_made_once_per_run_and_not_for_refused_targets(tiny, monk
 
 
 @pytest.mark.parametrize("screen", ["none", "bfloat16"])
-def test_both_precisions_find_verified_prompts(tiny, screen):
+def test_both_precisions_find_verified_prompts(tiny, screen, monkeypatch):
+    import acr.search
+
     model, tokenizer = tiny
+    generated = []
+    real_verify = acr.search.verify_generation
+    monkeypatch.setattr(acr.search, "verify_generation",
+                        lambda m, ids, target: generated.append(tuple(ids)) or real_verify(m, ids, target))
     config = ACRConfig(**{**CONFIG.to_dict(), "screen_dtype": screen})
     result = compute_acr(model, tokenizer, QUOTES["hamlet"], config)
+    # The reported prompt was generated from exactly once: its check in the search is the one reported.
+    assert generated.count(tuple(result.input_ids)) == 1 and len(generated) == len(set(generated))
     assert result.success and result.memorized and result.verified_generation and result.acr > 1
     assert result.screen_dtype == (None if screen == "none" else "bfloat16")
     assert (result.exact_rechecks > 0) == (screen != "none")
