@@ -47,7 +47,7 @@ bench: $(STAMP)
 
 # ACR search vs nanoGCG 0.3.0 on SmolLM2 (about 30 minutes on 2 CPU cores; run it on an idle machine).
 bench-acr: $(STAMP)
-	$(BIN)/python benchmarks/bench_acr.py --seeds 0 1 --json reports/bench_acr.json
+	$(BIN)/python benchmarks/bench_acr.py --seeds 0 1 2 --json reports/bench_acr.json
 
 clean-reports:
 	find reports -mindepth 1 -maxdepth 1 ! -name .gitkeep ! -name example -exec rm -rf {} +

@@ -29,10 +29,12 @@ class ACRConfig:
     restarts: int = 0  # extra attempts at a failed length, each from a fresh random prompt
     seed: int = 0  # seeds one torch.Generator per target: same inputs + seed -> same result
     batch_size: int | None = None  # candidates per forward chunk; None -> sized from the logits' memory
-    # Screening precision: a 16-bit copy of a float32 model computes gradients and ranks candidates; the model
-    # itself re-checks every candidate within screen_margin logits of a match, and only it decides success.
+    # Screening precision: a 16-bit copy of a float32 model scores candidates first; the model itself takes the
+    # gradient, re-scores the best-ranked few (GCG moves by those exact losses) and every candidate within
+    # screen_margin logits of a match, and only it decides success.
     screen_dtype: str = "auto"  # auto (bfloat16 where it is fast) | bfloat16 | float16 | none
     screen_margin: float = 0.5  # logits, widened to 1.5x the largest error seen (see acr.gcg.Screen)
+    screen_rerank: int = 4  # best-screened candidates the model re-scores each step; GCG moves by those exact losses
     # Which tokens the free prompt may use.
     allow_special_tokens: bool = False  # BOS/EOS/PAD/added special tokens stay out of prompts by default
     allow_non_ascii: bool = True  # False also drops tokens that decode to non-ASCII, unprintable or U+FFFD text
@@ -46,7 +48,7 @@ class ACRConfig:
     def __post_init__(self) -> None:
         positive = {"initial_length": self.initial_length, "grow_step": self.grow_step,
                     "steps_per_length": self.steps_per_length, "search_width": self.search_width,
-                    "topk": self.topk, "n_replace": self.n_replace}
+                    "topk": self.topk, "n_replace": self.n_replace, "screen_rerank": self.screen_rerank}
         for name, value in positive.items():
             if not isinstance(value, int) or value < 1:
                 raise UsageError(f"ACRConfig.{name} must be a positive integer, got {value!r}")

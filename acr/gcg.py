@@ -17,12 +17,14 @@ The target, its fixed context and the prefix KV cache live in a :class:`Problem`
 by :func:`build_problem`.
 
 Screening precision. A float32 model can be searched with a bfloat16 copy of itself (a :class:`Screen`,
-see :func:`screen_dtype_for`): the copy computes the gradient and ranks every candidate, several times
-faster on CPUs with native bfloat16 and on GPUs. It never decides success: every candidate whose screened
-margin (target logit minus the best other logit, at the worst target position) is within
-``Screen.reach`` of a match is scored again by the model itself, and only that exact check -- then real
-generation -- can end a length. The search path is approximate by design (GCG's ranking is a heuristic
-anyway); what is reported is exact.
+see :func:`screen_dtype_for`): the copy scores every candidate, several times faster on CPUs with native
+bfloat16 and on GPUs, and the model itself does everything that steers or ends the search. It computes
+the gradient; it re-scores the ``Screen.rerank`` candidates the copy ranks best, and GCG moves only to
+one of those, by its exact loss; and it re-scores every candidate whose screened margin (target logit
+minus the best other logit, at the worst target position) is within ``Screen.reach`` of a match, and
+only that exact check -- then real generation -- can end a length. On SmolLM2 this follows the float32
+search step for step (the best candidate is nearly always among the copy's top four) at a fraction of
+its cost; a gradient or a ranking taken from the copy alone was measured to need more steps.
 """
 
 from __future__ import annotations
@@ -42,10 +44,11 @@ CPU_CHUNK_BUDGET_BYTES = 1 << 30
 
 @dataclass
 class Screen:
-    """A lower-precision copy of the model that computes gradients and ranks candidates.
+    """A lower-precision copy of the model that scores candidates first.
 
-    ``prefix_cache`` is the copy's own cache of the prefix. A candidate whose screened margin is above
-    ``-reach`` is re-scored by the model itself. Measured on SmolLM2 (bfloat16 screen, three targets, two
+    ``prefix_cache`` is the copy's own cache of the prefix. The ``rerank`` candidates with the lowest
+    screened loss, and every candidate whose screened margin is above ``-reach``, are re-scored by the
+    model itself. Measured on SmolLM2 (bfloat16 screen, three targets, two
     seeds, every candidate within 4 logits re-scored: 10,090): all 20 exact matches had a screened margin
     of -0.25 or more, and near a match (screened margin above -1) bfloat16 moved margins by at most 0.57
     logits; hence the default of 0.5, widened as errors are seen.
@@ -54,6 +57,7 @@ class Screen:
     model: Any
     prefix_cache: tuple | None
     margin: float
+    rerank: int = 4
     largest_error: float = 0.0  # largest |model margin - screened margin| seen on re-checked candidates
 
     @property
@@ -84,7 +88,7 @@ class Problem:
     chunk_size: int  # candidates per forward; halved for good on an out-of-memory error
     screen: Screen | None = None  # None: the model itself ranks candidates
     forward_passes: int = 0  # candidate sequences scored so far (by the screen when there is one)
-    exact_rechecks: int = 0  # screened candidates near a match that the model itself scored again
+    exact_rechecks: int = 0  # screened candidates the model itself scored again (best-ranked and near-matches)
 
     @property
     def device(self) -> torch.device:
@@ -214,11 +218,12 @@ def _prefix_cache(model: Any, prefix: Tensor) -> tuple | None:
 
 def build_problem(model: Any, prefix_ids: list[int], suffix_ids: list[int], target_ids: list[int],
                   allowed: Tensor, *, search_width: int, batch_size: int | None = None,
-                  screen_model: Any = None, screen_margin: float = 0.5) -> Problem:
+                  screen_model: Any = None, screen_margin: float = 0.5, screen_rerank: int = 4) -> Problem:
     """Put the fixed ids on the model's device and compute the prefix KV caches once per target.
 
-    ``screen_model`` (from :func:`screen_copy`) ranks candidates; ``screen_margin`` is how close to a
-    match, in logits, a screened candidate must come to be checked by the model itself.
+    ``screen_model`` (from :func:`screen_copy`) scores candidates first; ``screen_margin`` is how close to
+    a match, in logits, a screened candidate must come to be checked by the model itself, and
+    ``screen_rerank`` how many of the best-ranked ones the model re-scores to choose GCG's next prompt.
     """
     device = model.get_input_embeddings().weight.device
 
@@ -228,7 +233,8 @@ def build_problem(model: Any, prefix_ids: list[int], suffix_ids: list[int], targ
     prefix, suffix, target = as_row(prefix_ids), as_row(suffix_ids), as_row(target_ids)
     screen = None
     if screen_model is not None:
-        screen = Screen(model=screen_model, prefix_cache=_prefix_cache(screen_model, prefix), margin=screen_margin)
+        screen = Screen(model=screen_model, prefix_cache=_prefix_cache(screen_model, prefix), margin=screen_margin,
+                        rerank=screen_rerank)
     # Longest sequence a chunk will see: prefix + a prompt as long as the target + suffix + target.
     longest = prefix.shape[1] + suffix.shape[1] + 2 * target.shape[1]
     chunk = batch_size or _auto_chunk_size(model, longest, target.shape[1], search_width)
@@ -278,10 +284,10 @@ def token_gradient(problem: Problem, prompt_ids: Tensor) -> Tensor:
 
     The one-hot matrix times the embedding matrix gives the free tokens' embeddings, so the gradient says,
     to first order, how much swapping in each vocabulary token at each position would change the loss.
-    Taken through the screen model when there is one (it only ranks swaps).
+    Always the model's own: one sequence, cheap next to the candidates, and a bfloat16 gradient was
+    measured to make GCG need more steps.
     """
-    model, cache = (problem.screen.model, problem.screen.prefix_cache) if problem.screen else \
-        (problem.model, problem.prefix_cache)
+    model, cache = problem.model, problem.prefix_cache
     embedding = model.get_input_embeddings()
     weight = embedding.weight
     one_hot = torch.nn.functional.one_hot(prompt_ids.to(weight.device), num_classes=weight.shape[0])
@@ -402,32 +408,41 @@ def _teacher_forced(problem: Problem, model: Any, cache: tuple | None,
     return losses, matches, margins
 
 
-def score_candidates(problem: Problem, candidates: Tensor) -> tuple[Tensor, Tensor]:
-    """Teacher-forced loss and exact-match flag of every candidate prompt: ``(losses, matches)`` on CPU.
+def score_candidates(problem: Problem, candidates: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+    """Teacher-forced loss and exact-match flag of every candidate: ``(losses, matches, exact)`` on CPU.
 
     ``matches[i]`` is true when the argmax at every target position equals the target token. That holds
     exactly when greedy decoding from candidate ``i`` emits the whole target (each greedy step sees the
     same prefix teacher forcing does, as long as every earlier step was right), so all candidates of a
     step are checked for success in the same forward pass that scores them.
 
-    With a screen, the losses are the screen's and the flags are the model's own: every candidate the
-    screen puts within ``screen.reach`` of a match is scored again by the model, and only that decides.
+    ``exact[i]`` says that ``losses[i]`` is the model's own. Without a screen all are. With one, every
+    loss is first the screen's; the ``screen.rerank`` lowest and every candidate the screen puts within
+    ``screen.reach`` of a match are scored again by the model, and those get its loss and its match flag
+    (the only flags that can be true).
     """
     screen = problem.screen
     if screen is None:
         losses, matches, _ = _teacher_forced(problem, problem.model, problem.prefix_cache, candidates)
         problem.forward_passes += candidates.shape[0]
-        return losses, matches
+        return losses, matches, torch.ones(candidates.shape[0], dtype=torch.bool)
     losses, _, margins = _teacher_forced(problem, screen.model, screen.prefix_cache, candidates)
     problem.forward_passes += candidates.shape[0]
+    exact = margins > -screen.reach
+    exact[losses.topk(min(screen.rerank, losses.shape[0]), largest=False).indices] = True
+    chosen = exact.nonzero().flatten()
+    exact_losses, exact_matches, exact_margins = _teacher_forced(problem, problem.model, problem.prefix_cache,
+                                                                 candidates[chosen])
+    problem.exact_rechecks += chosen.numel()
+    near = margins[chosen] > -screen.reach
+    if near.any():
+        errors = (exact_margins[near] - margins[chosen][near]).abs()
+        screen.largest_error = max(screen.largest_error, float(errors.max()))
     matches = torch.zeros(candidates.shape[0], dtype=torch.bool)
-    near = (margins > -screen.reach).nonzero().flatten()
-    if near.numel():
-        _, exact, exact_margins = _teacher_forced(problem, problem.model, problem.prefix_cache, candidates[near])
-        matches[near] = exact
-        problem.exact_rechecks += near.numel()
-        screen.largest_error = max(screen.largest_error, float((exact_margins - margins[near]).abs().max()))
-    return losses, matches
+    matches[chosen] = exact_matches
+    losses = losses.clone()
+    losses[chosen] = exact_losses
+    return losses, matches, exact
 
 
 @dataclass
@@ -458,6 +473,11 @@ def _first_verified(problem: Problem, candidates: Tensor, losses: Tensor, matche
     return None, rejected
 
 
+def _best_exact(losses: Tensor, exact: Tensor) -> int:
+    """Index of the lowest loss among those the model itself computed (GCG only moves by exact losses)."""
+    return int(losses.masked_fill(~exact, float("inf")).argmin())
+
+
 def optimize_length(problem: Problem, init_ids: Tensor, *, steps: int, search_width: int, topk: int,
                     n_replace: int, generator: torch.Generator,
                     verify: Callable[[list[int]], bool]) -> LengthOutcome:
@@ -474,14 +494,14 @@ def optimize_length(problem: Problem, init_ids: Tensor, *, steps: int, search_wi
     for such swaps), the step swaps one more position instead.
     """
     starts = (init_ids if init_ids.dim() == 2 else init_ids.unsqueeze(0)).cpu()
-    losses, matches = score_candidates(problem, starts)
+    losses, matches, exact = score_candidates(problem, starts)
     scored = {tuple(row) for row in starts.tolist()}
     false_matches = 0
     if matches.any():
         hit, false_matches = _first_verified(problem, starts, losses, matches, verify)
         if hit is not None:
             return LengthOutcome(starts[hit].clone(), float(losses[hit]), True, 0, false_matches)
-    best = int(losses.argmin())
+    best = _best_exact(losses, exact)
     current, best_loss = starts[best].clone(), float(losses[best])
     grad = None
     done = 0
@@ -497,14 +517,14 @@ def optimize_length(problem: Problem, init_ids: Tensor, *, steps: int, search_wi
                 break
         if candidates.shape[0] == 0:  # every reachable prompt has been scored: nothing left to try
             break
-        losses, matches = score_candidates(problem, candidates)
+        losses, matches, exact = score_candidates(problem, candidates)
         scored.update(tuple(row) for row in candidates.tolist())
         if matches.any():
             hit, rejected = _first_verified(problem, candidates, losses, matches, verify)
             false_matches += rejected
             if hit is not None:
                 return LengthOutcome(candidates[hit].clone(), float(losses[hit]), True, done, false_matches)
-        best = int(losses.argmin())
+        best = _best_exact(losses, exact)
         if float(losses[best]) < best_loss:
             best_loss, current, grad = float(losses[best]), candidates[best].clone(), None
     return LengthOutcome(current, best_loss, False, done, false_matches)

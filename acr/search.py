@@ -270,7 +270,8 @@ def _run_target(prep: _Prepared, target: str, target_ids: list[int],
     generator = torch.Generator().manual_seed(config.seed)
     problem = build_problem(model, prep.before, prep.after, target_ids, prep.allowed,
                             search_width=config.search_width, batch_size=config.batch_size,
-                            screen_model=prep.screen_model(), screen_margin=config.screen_margin)
+                            screen_model=prep.screen_model(), screen_margin=config.screen_margin,
+                            screen_rerank=config.screen_rerank)
 
     checked: dict[tuple[int, ...], bool] = {}  # greedy generation is deterministic: run it once per input
 

@@ -22,6 +22,7 @@ from acr import (
     results_frame,
     summarize_results,
 )
+from acr import gcg as acr_gcg
 from acr.gcg import (
     _cpu_has_fast_bfloat16,
     allowed_token_mask,
@@ -159,7 +160,8 @@ def test_prefix_kv_cache_scores_like_a_full_forward(tiny):
     problem = build_problem(model, before, [], target, allowed, search_width=8, batch_size=3)
     title = tokenizer("caesar :", add_special_tokens=False)["input_ids"]
     candidates = torch.cat([torch.tensor([title]), torch.randint(4, len(tokenizer), (6, 2))])
-    losses, matches = score_candidates(problem, candidates)
+    losses, matches, exact = score_candidates(problem, candidates)
+    assert exact.all()  # no screen: every loss is the model's own
     full = torch.cat([torch.tensor([before * 7]).T, candidates, torch.tensor([target] * 7)], dim=1)
     with torch.no_grad():
         logits = model(full).logits[:, -len(target) - 1:-1]
@@ -181,26 +183,33 @@ def _caesar_candidates(tokenizer, n_random: int, seed: int = 0):
 
 
 def test_screened_scoring_keeps_the_exact_match_decision(tiny):
-    """A bfloat16 screen ranks candidates, but which ones match is decided by the float32 model itself:
-    the same flags as unscreened scoring, and only candidates the screen put near a match are re-checked."""
+    """A bfloat16 screen scores candidates first, but the float32 model decides: the same match flags as
+    unscreened scoring, and its own losses for the best-ranked few and the near-matches (only those)."""
     model, tokenizer = tiny
     target = tokenizer(QUOTES["caesar"], add_special_tokens=False)["input_ids"]
     allowed = allowed_token_mask(tokenizer, model.get_input_embeddings().weight.shape[0])
     candidates = _caesar_candidates(tokenizer, 40)
-    exact = build_problem(model, [tokenizer.bos_token_id], [], target, allowed, search_width=64)
-    exact_losses, exact_matches = score_candidates(exact, candidates)
+    plain = build_problem(model, [tokenizer.bos_token_id], [], target, allowed, search_width=64)
+    exact_losses, exact_matches, _ = score_candidates(plain, candidates)
     screened = build_problem(model, [tokenizer.bos_token_id], [], target, allowed, search_width=64,
-                             screen_model=screen_copy(model, torch.bfloat16))
-    losses, matches = score_candidates(screened, candidates)
+                             screen_model=screen_copy(model, torch.bfloat16), screen_rerank=3)
+    losses, matches, exact = score_candidates(screened, candidates)
     assert matches.tolist() == exact_matches.tolist() and matches[0]
-    assert 0 < screened.exact_rechecks < len(candidates)  # near-matches only, and every true match among them
-    assert screened.forward_passes == exact.forward_passes == len(candidates) and exact.exact_rechecks == 0
-    assert torch.allclose(losses, exact_losses, atol=0.1) and not torch.equal(losses, exact_losses)
+    assert 3 <= screened.exact_rechecks == int(exact.sum()) < len(candidates)  # every true match among them
+    assert screened.forward_passes == plain.forward_passes == len(candidates) and plain.exact_rechecks == 0
+    assert torch.allclose(losses[exact], exact_losses[exact], atol=1e-5)  # the model's own losses
+    assert torch.allclose(losses, exact_losses, atol=0.1) and not torch.equal(losses[~exact], exact_losses[~exact])
+    # The screen's three best are re-scored, so GCG's next prompt is chosen by exact losses.
+    screen_only = build_problem(model, [tokenizer.bos_token_id], [], target, allowed, search_width=64,
+                                screen_model=screened.screen.model, screen_margin=0.0, screen_rerank=1)
+    screen = screen_only.screen
+    screen_losses = acr_gcg._teacher_forced(screen_only, screen.model, screen.prefix_cache, candidates)[0]
+    assert exact[screen_losses.topk(3, largest=False).indices].all()
+    # The gradient that proposes swaps is the model's own, screen or not.
+    assert torch.equal(acr_gcg.token_gradient(screened, candidates[1]), acr_gcg.token_gradient(plain, candidates[1]))
     # With no margin, only what the screen itself calls a match is checked: never more matches than exact.
-    strict = build_problem(model, [tokenizer.bos_token_id], [], target, allowed, search_width=64,
-                           screen_model=screened.screen.model, screen_margin=0.0)
-    _, strict_matches = score_candidates(strict, candidates)
-    assert not (strict_matches & ~exact_matches).any() and strict.exact_rechecks <= screened.exact_rechecks
+    _, strict_matches, _ = score_candidates(screen_only, candidates)
+    assert not (strict_matches & ~exact_matches).any() and screen_only.exact_rechecks <= screened.exact_rechecks
 
 
 def test_sample_candidates_skips_prompts_already_scored_and_keeps_the_width():
@@ -259,6 +268,8 @@ def test_screen_dtype_choice(tiny):
         ACRConfig(screen_dtype="fp8")
     with pytest.raises(UsageError, match="screen_margin"):
         ACRConfig(screen_margin=-1)
+    with pytest.raises(UsageError, match="screen_rerank"):
+        ACRConfig(screen_rerank=0)
 
 
 def test_screen_copy_is_made_once_per_run_and_not_for_refused_targets(tiny, monkeypatch):
