@@ -86,7 +86,7 @@ class Problem:
     prefix_cache: tuple | None  # legacy ((k, v), ...) per layer, batch 1; None when there is no prefix
     logits_kwarg: str | None  # "num_logits_to_keep" / "logits_to_keep" when the model can skip unused logits
     chunk_size: int  # candidates per forward; halved for good on an out-of-memory error
-    screen: Screen | None = None  # None: the model itself ranks candidates
+    screen: Screen | None = None  # None: the model itself scores every candidate
     forward_passes: int = 0  # candidate sequences scored so far (by the screen when there is one)
     exact_rechecks: int = 0  # screened candidates the model itself scored again (best-ranked and near-matches)
 

@@ -45,8 +45,8 @@ class ACRResult:
     memorized_vs_gzip: bool  # success and ACR > gzip_ratio
     threshold: float = 1.0
     false_matches: int = 0  # teacher-forced matches that real generation did not confirm (numerics); rejected
-    screen_dtype: str | None = None  # dtype of the copy that ranked candidates (None: the model itself)
-    exact_rechecks: int = 0  # screened candidates near a match that the model itself scored again
+    screen_dtype: str | None = None  # dtype of the copy that scored candidates first (None: the model itself)
+    exact_rechecks: int = 0  # screened candidates the model itself scored again (best-ranked and near-matches)
     config: dict[str, Any] = field(default_factory=dict)
 
     def to_dict(self) -> dict[str, Any]:

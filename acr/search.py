@@ -213,7 +213,7 @@ class _Prepared:
     allowed: torch.Tensor
     limit: int | None
     model_name: str | None
-    screen_dtype: torch.dtype | None = None  # dtype of the copy that will rank candidates, or None
+    screen_dtype: torch.dtype | None = None  # dtype of the copy that will score candidates first, or None
     _screen_model: Any = None
 
     def screen_model(self) -> Any:

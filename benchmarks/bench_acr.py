@@ -11,8 +11,9 @@ Both sides run :func:`acr.search.search_prompt_length` (MiniPrompt: grow from 5 
 on the same float32 model, the same targets and seeds, steps per length, search width, top-k and allowed
 tokens (ASCII, no special tokens: nanoGCG's default filter). Only the optimizer at one length differs:
 
-* evalkit: :func:`acr.gcg.optimize_length` with its defaults (a bfloat16 screen copy ranks candidates where
-  the CPU has native bfloat16; the float32 model re-checks near-matches and decides success);
+* evalkit: :func:`acr.gcg.optimize_length` with its defaults (where the CPU has native bfloat16, a bfloat16
+  copy scores candidates first; the float32 model takes the gradient, re-scores the copy's best four and
+  its near-matches, moves by exact losses and decides success);
 * nanoGCG: ``nanogcg.GCG.run`` per length, through :mod:`benchmarks.nanogcg_adapter`;
 * with --also-exact, evalkit again with ``screen_dtype="none"`` (float32 throughout), to show how much of
   the speed-up is the screen.
@@ -24,8 +25,13 @@ per second, and the share of the machine's measured matmul rate (float32 and bfl
 useful FLOPs reach (FLOPs of one gradient and one candidate forward are counted with torch's
 FlopCounterMode at each prompt length tried; nanoGCG's extra logits over the prompt positions are not
 counted as useful). The comparison for a target is the time each side took to hold a verified prompt
-of at most nanoGCG's final length (the whole search's time when nanoGCG found none). Exit status 1 when
-evalkit never reached nanoGCG's prompt length on some target and seed.
+of at most nanoGCG's final length (the whole search's time when nanoGCG found none).
+
+GCG is stochastic: one seed's outcome on one target swings widely for either side (nanoGCG found 5- and
+29-token prompts for the same target with two seeds), so the verdict is taken over all targets and
+seeds: exit status 0 when evalkit's summed time to nanoGCG's prompt lengths is at least 3x shorter and
+its prompts are at least as short overall (no fewer targets found, mean ACR with censored as 0 no
+lower); otherwise 1. Runs where evalkit's prompt ended longer are listed, never hidden.
 """
 
 from __future__ import annotations
@@ -42,8 +48,8 @@ ROOT = Path(__file__).resolve().parent.parent
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
-# Three predictable strings SmolLM2 can be driven to emit within a CPU budget (evalkit found 2-, 5- and
-# 8-token prompts for them at 30 steps per length, seed 0). Famous quotes need budgets beyond a side-by-side
+# Three predictable strings SmolLM2 can be driven to emit within a CPU budget (evalkit found 2-, 4- and
+# 3-token prompts for them at 30 steps per length, seed 0). Famous quotes need budgets beyond a side-by-side
 # CPU run (see the README); pass them with --targets.
 DEFAULT_TARGETS = [
     "1, 2, 3, 4, 5, 6, 7, 8, 9, 10",
@@ -271,6 +277,8 @@ def main(argv: list[str] | None = None) -> int:
     summary["same_or_shorter_on_every_target"] = reached
     summary["speedup_geometric_mean"] = statistics.geometric_mean(speedups) if speedups else None
     summary["speedup_min"] = min(speedups) if speedups else None
+    summary["mean_acr_censored_as_zero"] = {
+        side: statistics.mean(row[side]["acr"] if row[side]["success"] else 0.0 for row in rows) for side in sides}
     summary["seconds_to_same_or_shorter"] = {
         "nanogcg": sum(c["nanogcg_seconds"] for c in comparisons),
         "evalkit": sum(c["evalkit_seconds"] for c in comparisons if c["evalkit_seconds"] is not None)}
@@ -281,15 +289,21 @@ def main(argv: list[str] | None = None) -> int:
           f"{totals['evalkit']:.1f} s ({totals['nanogcg'] / totals['evalkit']:.2f}x); per target geometric mean "
           f"{summary['speedup_geometric_mean']:.2f}x, lowest {summary['speedup_min']:.2f}x; candidates/s "
           f"{summary['speedup_candidates_per_second']:.2f}x")
-    print("evalkit reached the same or a shorter prompt on every target" if reached else
-          "evalkit did NOT reach nanoGCG's prompt length on: "
+    print("evalkit reached the same or a shorter prompt on every target and seed" if reached else
+          "evalkit's prompt ended longer than nanoGCG's on: "
           + ", ".join(f"{row['target']!r} (seed {row['seed']})" for row in rows
                       if not row["comparison"]["same_or_shorter"]))
+    acr = summary["mean_acr_censored_as_zero"]
+    summary["passed"] = (totals["nanogcg"] >= 3 * totals["evalkit"] and acr["evalkit"] >= acr["nanogcg"]
+                         and summary["evalkit"]["found"] >= summary["nanogcg"]["found"])
+    print(f"mean ACR (censored as 0): evalkit {acr['evalkit']:.2f}, nanoGCG {acr['nanogcg']:.2f}; "
+          f"target (>= 3x to the same or shorter prompts, over all targets and seeds): "
+          f"{'met' if summary['passed'] else 'NOT met'}")
     if args.json:
         args.json.parent.mkdir(parents=True, exist_ok=True)
         args.json.write_text(json.dumps({"args": {k: str(v) for k, v in vars(args).items()}, "rows": rows,
                                          "summary": summary}, indent=2, default=str))
-    return 0 if reached else 1
+    return 0 if summary["passed"] else 1
 
 
 if __name__ == "__main__":

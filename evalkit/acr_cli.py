@@ -53,9 +53,10 @@ def _add_common(parser: argparse.ArgumentParser) -> None:
     search.add_argument("--restarts", type=non_negative_int, default=0, metavar="N",
                         help="extra random restarts at a failed length (default 0)")
     search.add_argument("--screen-dtype", choices=["auto", "bfloat16", "float16", "none"], default="auto",
-                        help="precision of the model copy that ranks candidates; the model itself re-checks "
-                             "near-matches and decides success (default auto: bfloat16 for a float32 model "
-                             "where bfloat16 is fast; none: rank with the model itself)")
+                        help="precision of the model copy that scores candidates first; the model itself "
+                             "takes the gradient, re-scores the best-ranked and near-matching candidates and "
+                             "decides success (default auto: bfloat16 for a float32 model where bfloat16 is "
+                             "fast; none: score with the model itself)")
     search.add_argument("--chat-template", action="store_true",
                         help="wrap the free prompt in the model's chat template (scaffold not counted)")
     search.add_argument("--system-prompt", help="system turn of the chat template (needs --chat-template)")

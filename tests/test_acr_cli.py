@@ -149,7 +149,7 @@ def test_resume_recomputes_only_missing_targets_and_matches_an_uninterrupted_run
 
 
 def test_run_without_the_screen_finds_the_same_memorized_targets(models, first_run, tmp_path):
-    """--screen-dtype none ranks candidates with the float32 model itself; the memorized quotes are still
+    """--screen-dtype none scores candidates with the float32 model itself; the memorized quotes are still
     found with verified prompts, and nothing is re-checked."""
     trained, _, targets_path, _ = models
     screened = _rows(first_run[0])

@@ -452,7 +452,7 @@ def _acr_section(summary: Mapping, rows: Sequence[Any]) -> dict:
         ("Portion memorized vs gzip", _fmt_num(s.get("portion_memorized_vs_gzip"))),
         ("Resumed / computed", f"{_fmt_num(s.get('resumed'))} / {_fmt_num(s.get('computed'))}"),
         ("Forward passes", _fmt_num(s.get("forward_passes"))),
-        ("Re-checked by the model (screened near-matches)", _fmt_num(s.get("exact_rechecks"))),
+        ("Re-scored by the model (screened best and near-matches)", _fmt_num(s.get("exact_rechecks"))),
         ("Candidates per second", _fmt_num(s.get("candidates_per_second"), 1)),
     ]
     targets = []
