@@ -207,7 +207,7 @@ def test_screened_scoring_keeps_the_exact_match_decision(tiny):
     assert exact[screen_losses.topk(3, largest=False).indices].all()
     # The gradient that proposes swaps is the model's own, screen or not.
     assert torch.equal(acr_gcg.token_gradient(screened, candidates[1]), acr_gcg.token_gradient(plain, candidates[1]))
-    # With no margin, only what the screen itself calls a match is checked: never more matches than exact.
+    # With no margin, only the screen's best and what it calls a match are checked: never more matches.
     _, strict_matches, _ = score_candidates(screen_only, candidates)
     assert not (strict_matches & ~exact_matches).any() and screen_only.exact_rechecks <= screened.exact_rechecks
 
