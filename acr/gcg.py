@@ -510,7 +510,7 @@ def optimize_length(problem: Problem, init_ids: Tensor, *, steps: int, search_wi
         if grad is None:
             grad = token_gradient(problem, current)
         candidates = torch.empty(0, current.shape[0], dtype=torch.long)
-        for swaps in range(n_replace, current.shape[0] + 1):
+        for swaps in range(min(n_replace, current.shape[0]), current.shape[0] + 1):
             candidates = sample_candidates(current, grad, problem.allowed, search_width=search_width, topk=topk,
                                            n_replace=swaps, generator=generator, exclude=scored)
             if candidates.shape[0]:

@@ -223,7 +223,7 @@ class _Prepared:
             try:
                 self._screen_model = screen_copy(self.model, self.screen_dtype)
             except Exception as error:  # e.g. a model deepcopy cannot copy: search with the model itself
-                logger.warning("no %s screen copy of the model (%s); ranking candidates with the model itself",
+                logger.warning("no %s screen copy of the model (%s); scoring candidates with the model itself",
                                self.screen_dtype, error)
                 self.screen_dtype = None
         return self._screen_model

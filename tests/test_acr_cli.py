@@ -111,7 +111,9 @@ def test_run_writes_results_summary_and_escaped_report(models, first_run):
     assert (summary["resumed"], summary["computed"]) == (0, 4)
     assert summary["targets"]["sha256"] and summary["targets"]["path"] == str(targets_path)
     assert summary["config"]["steps_per_length"] == 12 and summary["versions"]["torch"]
-    assert summary["config"]["screen_dtype"] == "auto" and summary["exact_rechecks"] >= 0
+    screened = [r["screen_dtype"] for r in rows]
+    assert summary["config"]["screen_dtype"] == "auto" and len(set(screened)) == 1
+    assert (summary["exact_rechecks"] > 0) == (screened[0] is not None)  # a screen always re-scores its best
     assert "mean ACR" in proc.stdout and "wrote" in proc.stdout
 
     report = (out / "report.html").read_text(encoding="utf-8")

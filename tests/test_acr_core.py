@@ -251,6 +251,11 @@ def test_gcg_scores_each_prompt_once_and_reuses_the_gradient_while_stuck(tiny, m
     assert set(scored) == {(a, b) for a in (10, 11, 12) for b in (10, 11, 12)}
     assert len(gradients) == len(set(gradients))  # one gradient per prompt GCG stood on
     assert outcome.loss == pytest.approx(float(real_score(problem, torch.tensor([scored])[0])[0].min()), abs=1e-5)
+    # A prompt shorter than n_replace is still optimized: both of its positions are swapped.
+    before = problem.forward_passes
+    optimize_length(problem, torch.tensor([10, 11]), steps=3, search_width=6, topk=3, n_replace=3,
+                    generator=torch.Generator().manual_seed(0), verify=lambda ids: False)
+    assert problem.forward_passes - before >= 1 + 4  # the start, then at least its four in the first step
 
 
 def test_screen_dtype_choice(tiny):
