@@ -9,13 +9,15 @@ decoding; ACR(M, y) = |y| / |x*| in tokens for the shortest such x*, and y is me
     result = compute_acr(model, tokenizer, "To be, or not to be, that is the question.", config)
     result.acr, result.memorized, result.prompt_text   # prompt verified by model.generate
     results = compute_acr_many(model, tokenizer, targets, config, on_result=lambda r: print(r.to_json()))
-    summarize_results(results)                      # mean ACR, portion memorized, bootstrap 95% CIs
+    summarize_results(results)                      # mean found ACR (t CI), portion memorized (Wilson CI)
     results_frame(results); plot_acr(results)        # pandas table, matplotlib figure
 
     completion_test(model, tokenizer, target)       # cheaper check: does the first half complete the rest?
     load_targets("quotes.jsonl", target_field="text")
 
-Not found up to the cap (default |y|) means censored: ACR below |y| / cap, never counted as memorized.
+A found prompt's ACR is a lower bound on the true ACR (the shortest prompt is at most that long). When the
+search finds none within its budget, the row has no ACR ("no prompt found within the budget"; ``censored``):
+that proves nothing about the true shortest prompt, and the target is never counted as memorized.
 """
 
 from acr.analysis import plot_acr, results_frame, summarize_results

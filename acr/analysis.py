@@ -10,13 +10,13 @@ from collections.abc import Sequence
 from typing import Any
 
 from acr.results import ACRResult
-from evalkit.stats import bootstrap_ci
+from evalkit.stats import MEAN_CI_METHOD, PROPORTION_CI_METHOD, mean_ci, proportion_ci
 
 FRAME_COLUMNS = [
     "target", "target_tokens", "prompt_tokens", "acr", "memorized", "success", "censored",
     "verified_generation", "retokenizes", "prompt_text", "longest_failed", "shortest_success", "steps",
-    "forward_passes", "exact_rechecks", "screen_dtype", "wall_seconds", "gzip_ratio", "memorized_vs_gzip",
-    "model", "seed",
+    "forward_passes", "exact_rechecks", "screen_dtype", "wall_seconds", "prompt_bytes", "deflate_bytes",
+    "beats_deflate", "budget", "model", "seed",
 ]
 
 
@@ -39,59 +39,70 @@ def results_frame(results: Sequence[ACRResult | dict[str, Any]]):
 
 
 def summarize_results(results: Sequence[ACRResult | dict[str, Any]], seed: int = 0) -> dict[str, Any]:
-    """Portion memorized and mean ACR with seeded bootstrap 95% CIs, plus counts and throughput.
+    """One convention for every aggregate (``seed`` is kept for callers; nothing here is random):
 
-    ``mean_acr`` averages every target, censored ones at their bound ``|y| / cap`` (the true value is
-    below it), so no target is dropped; ``mean_acr_successful`` averages only targets where a prompt
-    was found. A censored target always counts as not memorized.
+    * ``found``: targets with a verified prompt; ``not_found``: no prompt found within
+      the budget -- they have no ACR and are never memorized;
+    * ``mean_acr``: the mean found ACR over the ``found`` targets only, with its Student-t 95% CI (each
+      found ACR is a lower bound on that target's true ACR);
+    * ``portion_memorized``: memorized / total, with a Wilson 95% CI (never zero-width at 0/n or n/n);
+    * ``memorized_retokenizes``: memorized targets whose prompt text, typed as is, gives the same tokens.
     """
     rows = [_as_dict(r) for r in results]
     total = len(rows)
-    out: dict[str, Any] = {"total": total, "memorized": 0, "censored": 0, "successful": 0,
-                           "portion_memorized": None, "portion_memorized_ci95": None,
-                           "mean_acr": None, "mean_acr_ci95": None,
-                           "mean_acr_successful": None, "mean_acr_successful_ci95": None,
-                           "portion_memorized_vs_gzip": None,
-                           "forward_passes": 0, "exact_rechecks": 0, "wall_seconds": 0.0,
-                           "candidates_per_second": None}
-    if total == 0:
-        return out
-    memorized = [1.0 if r["memorized"] else 0.0 for r in rows]
-    acrs = [float(r["acr"]) for r in rows if r.get("acr") is not None]
-    found = [float(r["acr"]) for r in rows if r["success"] and r.get("acr") is not None]
-    out["memorized"] = int(sum(memorized))
-    out["censored"] = sum(1 for r in rows if r["censored"])
-    out["successful"] = sum(1 for r in rows if r["success"])
-    out["portion_memorized"] = sum(memorized) / total
-    out["portion_memorized_ci95"] = list(bootstrap_ci(memorized, seed=seed))
-    out["portion_memorized_vs_gzip"] = sum(1 for r in rows if r.get("memorized_vs_gzip")) / total
-    if acrs:
-        out["mean_acr"] = sum(acrs) / len(acrs)
-        out["mean_acr_ci95"] = list(bootstrap_ci(acrs, seed=seed))
-    if found:
-        out["mean_acr_successful"] = sum(found) / len(found)
-        out["mean_acr_successful_ci95"] = list(bootstrap_ci(found, seed=seed))
-    out["forward_passes"] = int(sum(r.get("forward_passes") or 0 for r in rows))
-    out["exact_rechecks"] = int(sum(r.get("exact_rechecks") or 0 for r in rows))
-    out["wall_seconds"] = float(sum(r.get("wall_seconds") or 0.0 for r in rows))
+    found = [float(r["acr"]) for r in rows if r.get("success") and r.get("acr") is not None]
+    memorized = sum(1 for r in rows if r.get("memorized"))
+    out: dict[str, Any] = {
+        "total": total, "found": len(found), "not_found": total - len(found),
+        "memorized": memorized,
+        "memorized_retokenizes": sum(1 for r in rows if r.get("memorized") and r.get("retokenizes")),
+        "portion_memorized": memorized / total if total else None,
+        "portion_memorized_ci95": list(proportion_ci(memorized, total)) if total else None,
+        "portion_memorized_ci_method": PROPORTION_CI_METHOD,
+        "mean_acr": sum(found) / len(found) if found else None,
+        "mean_acr_ci95": list(ci) if (ci := mean_ci(found)) else None,
+        "mean_acr_ci_method": MEAN_CI_METHOD,
+        "beats_deflate": sum(1 for r in rows if r.get("beats_deflate")),
+        "forward_passes": int(sum(r.get("forward_passes") or 0 for r in rows)),
+        "exact_rechecks": int(sum(r.get("exact_rechecks") or 0 for r in rows)),
+        "wall_seconds": float(sum(r.get("wall_seconds") or 0.0 for r in rows)),
+        "candidates_per_second": None,
+    }
     if out["wall_seconds"] > 0:
         out["candidates_per_second"] = out["forward_passes"] / out["wall_seconds"]
     return out
 
 
+def summary_line(summary: dict[str, Any]) -> str:
+    """The one-line reading of :func:`summarize_results`, worded as the README defines it."""
+    total, found = summary.get("total") or 0, summary.get("found") or 0
+    text = f"memorized {summary.get('memorized', 0)} of {total}"
+    ci = summary.get("portion_memorized_ci95")
+    if ci:
+        text += f" ({summary['portion_memorized']:.2f}, Wilson 95% CI [{ci[0]:.2f}, {ci[1]:.2f}])"
+    text += f"; prompt found for {found} of {total}"
+    if found:
+        mean_ci95 = summary.get("mean_acr_ci95")
+        interval = f", 95% CI [{mean_ci95[0]:.2f}, {mean_ci95[1]:.2f}]" if mean_ci95 else ""
+        text += f": mean found ACR {summary['mean_acr']:.2f} over those {found}{interval}"
+    if total - found:
+        text += f"; no prompt found within the budget for {total - found}"
+    return text
+
+
 def _plot_row(row: dict[str, Any], index: int) -> dict[str, Any]:
     """A row with the fields the plot reads; partial rows (hand-made, or from older files) are completed
     from what they have (``success`` from ``censored`` and back; not memorized unless they say so)."""
-    missing = [key for key in ("target_tokens", "acr") if key not in row]
-    if missing:
-        raise ValueError(f"result {index} has no {' or '.join(missing)}; plot_acr needs target_tokens and acr")
-    success = bool(row.get("success", not row.get("censored", True)))
+    if "target_tokens" not in row:
+        raise ValueError(f"result {index} has no target_tokens; plot_acr needs target_tokens (and acr when found)")
+    success = bool(row.get("success", not row.get("censored", True))) and row.get("acr") is not None
     return {**row, "success": success, "memorized": bool(row.get("memorized", False)) and success}
 
 
 def plot_acr(results: Sequence[ACRResult | dict[str, Any]], ax: Any = None, threshold: float | None = None):
-    """ACR against target length: memorized (filled), found but not memorized (hollow), censored (a
-    downward triangle at the bound: the true ACR lies below). Returns the matplotlib Axes.
+    """Found ACR against target length: memorized (filled), found but not memorized (hollow); targets with
+    no prompt found within the budget have no ACR and are marked under the axis (an x at 0). Each found ACR
+    is a lower bound on the target's true ACR. Returns the matplotlib Axes.
 
     matplotlib is imported here, not at module import; nothing calls ``show()``, so it works under Agg.
     """
@@ -104,16 +115,19 @@ def plot_acr(results: Sequence[ACRResult | dict[str, Any]], ax: Any = None, thre
         ("memorized", lambda r: r["memorized"], {"marker": "o", "color": "tab:red"}),
         ("found, not memorized", lambda r: r["success"] and not r["memorized"],
          {"marker": "o", "facecolors": "none", "edgecolors": "tab:blue"}),
-        ("censored (upper bound)", lambda r: not r["success"], {"marker": "v", "color": "tab:gray"}),
     ]
     for label, keep, style in groups:
-        chosen = [r for r in rows if keep(r) and r.get("acr") is not None]
+        chosen = [r for r in rows if keep(r)]
         if chosen:
             ax.scatter([r["target_tokens"] for r in chosen], [r["acr"] for r in chosen], label=label, **style)
+    missing = [r for r in rows if not r["success"]]
+    if missing:
+        ax.scatter([r["target_tokens"] for r in missing], [0.0] * len(missing), marker="x", color="tab:gray",
+                   label="no prompt found within the budget (no ACR)")
     tau = threshold if threshold is not None else (rows[0].get("threshold", 1.0) if rows else 1.0)
     ax.axhline(tau, color="black", linestyle="--", linewidth=1, label=f"threshold = {tau:g}")
     ax.set_xlabel("target length |y| (tokens)")
-    ax.set_ylabel("ACR = |y| / |x|")
+    ax.set_ylabel("found ACR = |y| / |x| (a lower bound)")
     ax.set_title("Adversarial compression ratio")
     ax.legend(loc="best", fontsize="small")
     return ax

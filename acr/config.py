@@ -18,7 +18,8 @@ class ACRConfig:
     """Options of :func:`acr.compute_acr`. Every field has a default; change only what you need."""
 
     # Outer search over the prompt length |x|.
-    max_prompt_tokens: int | None = None  # cap on |x|; None -> |y|, so a failure means "not memorized at tau=1"
+    max_prompt_tokens: int | None = None  # cap on |x|, never above |y| (a longer prompt cannot show memorization);
+    #                                       None -> |y|
     initial_length: int = 5  # first length tried (the paper's MiniPrompt starts at 5)
     grow_step: int = 5  # tokens added after a failed length, until one succeeds or the cap is reached
     # Inner optimizer (GCG) at one length.
@@ -37,13 +38,16 @@ class ACRConfig:
     screen_rerank: int = 4  # best-screened candidates the model re-scores each step; GCG moves by those exact losses
     # Which tokens the free prompt may use.
     allow_special_tokens: bool = False  # BOS/EOS/PAD/added special tokens stay out of prompts by default
-    allow_non_ascii: bool = True  # False also drops tokens that decode to non-ASCII, unprintable or U+FFFD text
+    allow_non_ascii: bool = False  # False (CLI, API and benchmark alike): printable ASCII tokens only, as nanoGCG
+    require_retokenize: bool = False  # True: only prompts whose text, as a user would type it, encodes back to the
+    #                                  same tokens (checked on the rendered chat) are tried
     # Chat models: wrap the free tokens in the chat template (scaffold tokens are not counted in |x|).
     chat_template: bool = False
     system_prompt: str | None = None
+    require_end_of_turn: bool = True  # chat mode: the target is the whole reply, so the end-of-turn token must follow
     # What counts as memorized.
-    threshold: float = 1.0  # tau: memorized when ACR > tau
-    gzip_threshold: bool = False  # True: also require ACR > gzip compression ratio of y (always recorded)
+    threshold: float = 1.0  # tau >= 1: memorized when the found ACR > tau
+    beat_deflate: bool = False  # True: also require the prompt to be shorter, in UTF-8 bytes, than raw DEFLATE(y)
 
     def __post_init__(self) -> None:
         positive = {"initial_length": self.initial_length, "grow_step": self.grow_step,
@@ -63,8 +67,9 @@ class ACRConfig:
                              f"got {self.screen_dtype!r}")
         if not isinstance(self.screen_margin, (int, float)) or self.screen_margin < 0:
             raise UsageError(f"ACRConfig.screen_margin must be a number >= 0, got {self.screen_margin!r}")
-        if self.threshold < 0:
-            raise UsageError(f"ACRConfig.threshold must be >= 0, got {self.threshold!r}")
+        if not isinstance(self.threshold, (int, float)) or not self.threshold >= 1.0:
+            raise UsageError(f"ACRConfig.threshold must be >= 1, got {self.threshold!r}: at tau below 1 a prompt "
+                             "longer than the string would count as memorizing it")
 
     def to_dict(self) -> dict:
         return asdict(self)

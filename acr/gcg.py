@@ -87,6 +87,7 @@ class Problem:
     logits_kwarg: str | None  # "num_logits_to_keep" / "logits_to_keep" when the model can skip unused logits
     chunk_size: int  # candidates per forward; halved for good on an out-of-memory error
     screen: Screen | None = None  # None: the model itself scores every candidate
+    keep: Callable[[Tensor], Tensor] | None = None  # which candidate prompts may be tried (e.g. re-tokenizing ones)
     forward_passes: int = 0  # candidate sequences scored so far (by the screen when there is one)
     exact_rechecks: int = 0  # screened candidates the model itself scored again (best-ranked and near-matches)
 
@@ -218,12 +219,14 @@ def _prefix_cache(model: Any, prefix: Tensor) -> tuple | None:
 
 def build_problem(model: Any, prefix_ids: list[int], suffix_ids: list[int], target_ids: list[int],
                   allowed: Tensor, *, search_width: int, batch_size: int | None = None,
-                  screen_model: Any = None, screen_margin: float = 0.5, screen_rerank: int = 4) -> Problem:
+                  screen_model: Any = None, screen_margin: float = 0.5, screen_rerank: int = 4,
+                  keep: Callable[[Tensor], Tensor] | None = None) -> Problem:
     """Put the fixed ids on the model's device and compute the prefix KV caches once per target.
 
     ``screen_model`` (from :func:`screen_copy`) scores candidates first; ``screen_margin`` is how close to
     a match, in logits, a screened candidate must come to be checked by the model itself, and
     ``screen_rerank`` how many of the best-ranked ones the model re-scores to choose GCG's next prompt.
+    ``keep(prompts) -> bool mask`` filters candidate prompts before they are scored (nanoGCG's ``filter_ids``).
     """
     device = model.get_input_embeddings().weight.device
 
@@ -240,7 +243,7 @@ def build_problem(model: Any, prefix_ids: list[int], suffix_ids: list[int], targ
     chunk = batch_size or _auto_chunk_size(model, longest, target.shape[1], search_width)
     return Problem(model=model, prefix_ids=prefix, suffix_ids=suffix, target_ids=target, allowed=allowed,
                    prefix_cache=_prefix_cache(model, prefix), logits_kwarg=_logits_kwarg(model), chunk_size=chunk,
-                   screen=screen)
+                   screen=screen, keep=keep)
 
 
 def _expanded_cache(model: Any, cache: tuple, batch: int) -> Any:
@@ -495,6 +498,8 @@ def optimize_length(problem: Problem, init_ids: Tensor, *, steps: int, search_wi
     """
     starts = (init_ids if init_ids.dim() == 2 else init_ids.unsqueeze(0)).cpu()
     losses, matches, exact = score_candidates(problem, starts)
+    if problem.keep is not None:  # a start that may not be used is still a place to optimize from
+        matches &= problem.keep(starts)
     scored = {tuple(row) for row in starts.tolist()}
     false_matches = 0
     if matches.any():
@@ -513,6 +518,9 @@ def optimize_length(problem: Problem, init_ids: Tensor, *, steps: int, search_wi
         for swaps in range(min(n_replace, current.shape[0]), current.shape[0] + 1):
             candidates = sample_candidates(current, grad, problem.allowed, search_width=search_width, topk=topk,
                                            n_replace=swaps, generator=generator, exclude=scored)
+            if problem.keep is not None and candidates.shape[0]:
+                scored.update(tuple(row) for row in candidates.tolist())  # filtered ones count as tried
+                candidates = candidates[problem.keep(candidates)]
             if candidates.shape[0]:
                 break
         if candidates.shape[0] == 0:  # every reachable prompt has been scored: nothing left to try

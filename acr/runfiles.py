@@ -24,6 +24,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
+from evalkit import jsonl
 from evalkit.atomic import atomic_write_json, atomic_write_jsonl
 from evalkit.errors import InputError, UsageError
 
@@ -107,7 +108,7 @@ class ResultsFile:
     def append(self, row: Mapping[str, Any]) -> None:
         """Append one row and make it durable (flush + fsync) before returning."""
         self.directory.mkdir(parents=True, exist_ok=True)
-        line = json.dumps(row, ensure_ascii=False, allow_nan=False) + "\n"
+        line = jsonl.dumps(row) + "\n"
         with open(self.path, "a", encoding="utf-8", newline="") as fh:
             fh.write(line)
             fh.flush()

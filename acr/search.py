@@ -33,9 +33,10 @@ from acr.gcg import (
     screen_copy,
     screen_dtype_for,
 )
-from acr.results import ACRResult, gzip_ratio
-from acr.verify import retokenizes, verify_generation
+from acr.results import ACRResult, deflate_bytes, search_budget
+from acr.verify import verify_generation
 from evalkit.errors import UsageError
+from evalkit.lm import context_limit
 
 logger = logging.getLogger(__name__)
 
@@ -58,19 +59,6 @@ def check_model(model: Any, tokenizer: Any) -> None:
         raise UsageError(f"ACR verifies prompts with model.generate(); {type(model).__name__} has no generate()")
     if not callable(tokenizer):
         raise UsageError(f"the tokenizer must be a transformers tokenizer; got {type(tokenizer).__name__}")
-
-
-def context_limit(model: Any, tokenizer: Any) -> int | None:
-    """Longest sequence the model takes: its config's position limit, else a sane tokenizer limit."""
-    config = getattr(model, "config", None)
-    for name in ("max_position_embeddings", "n_positions", "max_sequence_length", "seq_length"):
-        value = getattr(config, name, None)
-        if isinstance(value, int) and value > 0:
-            return value
-    value = getattr(tokenizer, "model_max_length", None)
-    if isinstance(value, int) and 0 < value < 1_000_000:  # transformers uses ~1e30 for "unknown"
-        return value
-    return None
 
 
 def encode_target(tokenizer: Any, target: Any) -> list[int]:
@@ -120,6 +108,31 @@ def build_scaffold(tokenizer: Any, config: ACRConfig) -> tuple[list[int], list[i
     record = {"chat_template": True, "system_prompt": config.system_prompt, "before_ids": list(before),
               "after_ids": list(after), "before_text": before_text, "after_text": after_text, "counted": False}
     return list(before), list(after), record, bos is not None and before[:1] == [bos]
+
+
+def end_of_turn_ids(tokenizer: Any, config: ACRConfig) -> list[int]:
+    """The token(s) that must follow the target in chat mode: the target is the assistant's whole reply, so the
+    model must end its turn right after it. Empty outside chat mode or when ``require_end_of_turn`` is off.
+
+    Read off the chat template itself: an assistant turn holding a placeholder is rendered, and the first
+    token after the placeholder is the end-of-turn marker (``<|im_end|>``, ``<|eot_id|>``, ...).
+    """
+    if not config.chat_template or not config.require_end_of_turn:
+        return []
+    messages = [{"role": "user", "content": "x"}, {"role": "assistant", "content": PLACEHOLDER}]
+    try:
+        rendered = tokenizer.apply_chat_template(messages, tokenize=False)
+    except Exception as error:
+        raise UsageError(f"could not render an assistant turn with the chat template: {error}") from error
+    after = rendered.split(PLACEHOLDER, 1)[1] if PLACEHOLDER in rendered else ""
+    ids = tokenizer(after, add_special_tokens=False)["input_ids"] if after.strip() else []
+    if ids:
+        return [int(ids[0])]
+    eos = getattr(tokenizer, "eos_token_id", None)
+    if eos is None:
+        raise UsageError("the chat template ends an assistant turn with nothing and the tokenizer has no EOS "
+                         "token; pass require_end_of_turn=False (--no-require-end-of-turn) to allow any continuation")
+    return [int(eos)]
 
 
 @dataclass
@@ -213,8 +226,26 @@ class _Prepared:
     allowed: torch.Tensor
     limit: int | None
     model_name: str | None
+    end_of_turn: list[int] = field(default_factory=list)  # must follow the target (chat mode)
     screen_dtype: torch.dtype | None = None  # dtype of the copy that will score candidates first, or None
     _screen_model: Any = None
+
+    def typed_ids(self, prompt_ids: list[int]) -> list[int]:
+        """The ids a user gets by typing the prompt's text: the rendered chat tokenized as
+        ``apply_chat_template`` does, or the text tokenized with the tokenizer's own special tokens."""
+        text = self.tokenizer.decode(prompt_ids)
+        if self.scaffold.get("chat_template"):
+            rendered = self.scaffold["before_text"] + text + self.scaffold["after_text"]
+            return list(self.tokenizer(rendered, add_special_tokens=False)["input_ids"])
+        return list(self.tokenizer(text, add_special_tokens=self.bos_added)["input_ids"])
+
+    def retokenizes(self, prompt_ids: list[int]) -> bool:
+        """Typing the prompt's text feeds the model exactly the ids that were searched (scaffold included)."""
+        return self.typed_ids(prompt_ids) == self.before + list(prompt_ids) + self.after
+
+    def retokenize_filter(self, rows: torch.Tensor) -> torch.Tensor:
+        """A bool per candidate prompt (row): :meth:`retokenizes`."""
+        return torch.tensor([self.retokenizes(row) for row in rows.tolist()], dtype=torch.bool)
 
     def screen_model(self) -> Any:
         """The 16-bit copy, made on first use (so invalid targets are refused before a model is copied),
@@ -245,14 +276,16 @@ def _prepare(model: Any, tokenizer: Any, config: ACRConfig | None, model_name: s
         raise UsageError(str(error)) from error
     name = model_name or getattr(getattr(model, "config", None), "_name_or_path", None) or type(model).__name__
     return _Prepared(model, tokenizer, config, before, after, scaffold, bos_added, allowed,
-                     context_limit(model, tokenizer), name, screen_dtype_for(model, config.screen_dtype))
+                     context_limit(model, tokenizer), name, end_of_turn_ids(tokenizer, config),
+                     screen_dtype_for(model, config.screen_dtype))
 
 
 def _prompt_cap(prep: _Prepared, target_ids: list[int]) -> int:
-    """The longest prompt tried: the configured cap (default |y|), within the model's context."""
-    cap = prep.config.max_prompt_tokens or len(target_ids)
+    """The longest prompt tried: the configured cap, never above |y| (a prompt as long as the target cannot
+    show memorization at tau >= 1, a longer one even less), and within the model's context."""
+    cap = min(prep.config.max_prompt_tokens or len(target_ids), len(target_ids))
     if prep.limit is not None:
-        room = prep.limit - len(prep.before) - len(prep.after) - len(target_ids)
+        room = prep.limit - len(prep.before) - len(prep.after) - len(target_ids) - len(prep.end_of_turn)
         if room < 1:
             raise UsageError(
                 f"the target has {len(target_ids)} tokens; with {len(prep.before) + len(prep.after)} scaffold "
@@ -268,40 +301,46 @@ def _run_target(prep: _Prepared, target: str, target_ids: list[int],
     start = time.perf_counter()
     cap = _prompt_cap(prep, target_ids)
     generator = torch.Generator().manual_seed(config.seed)
-    problem = build_problem(model, prep.before, prep.after, target_ids, prep.allowed,
+    emitted = list(target_ids) + prep.end_of_turn  # what the model must emit: the target, then (chat) its turn end
+    problem = build_problem(model, prep.before, prep.after, emitted, prep.allowed,
                             search_width=config.search_width, batch_size=config.batch_size,
                             screen_model=prep.screen_model(), screen_margin=config.screen_margin,
-                            screen_rerank=config.screen_rerank)
+                            screen_rerank=config.screen_rerank,
+                            keep=prep.retokenize_filter if config.require_retokenize else None)
 
     checked: dict[tuple[int, ...], bool] = {}  # greedy generation is deterministic: run it once per input
 
     def verify(input_ids: list[int]) -> bool:
         key = tuple(input_ids)
         if key not in checked:
-            checked[key] = verify_generation(model, input_ids, target_ids)
+            checked[key] = verify_generation(model, input_ids, emitted)
         return checked[key]
 
     found = search_prompt_length(problem, cap, config, generator, verify, optimizer)
     prompt_ids = found.prompt_ids.tolist()
     input_ids = problem.input_ids(found.prompt_ids)
     verified = found.success and verify(input_ids)  # the reported prompt's own generation (kept from the search)
-    n_prompt = len(prompt_ids)
-    acr = len(target_ids) / (n_prompt if found.success else cap)
-    ratio = gzip_ratio(target)
     success = found.success and verified
-    memorized = success and acr > config.threshold and (not config.gzip_threshold or acr > ratio)
+    n_prompt = len(prompt_ids)
+    acr = len(target_ids) / n_prompt if success else None  # a lower bound on the true ACR; none when not found
+    prompt_text = tokenizer.decode(prompt_ids)
+    compressed = deflate_bytes(target)
+    beats_deflate = success and len(prompt_text.encode("utf-8")) < compressed
+    memorized = success and acr > config.threshold and (not config.beat_deflate or beats_deflate)
+    budget = search_budget(config.to_dict(), cap, [entry["length"] for entry in found.lengths_tried])
     return ACRResult(
         target=target, target_ids=list(target_ids), prompt_ids=prompt_ids, input_ids=input_ids,
-        prompt_text=tokenizer.decode(prompt_ids), target_tokens=len(target_ids), prompt_tokens=n_prompt,
+        prompt_text=prompt_text, target_tokens=len(target_ids), prompt_tokens=n_prompt,
         acr=acr, memorized=memorized, success=success, verified_generation=verified,
-        retokenizes=retokenizes(tokenizer, prompt_ids), censored=not success, lengths_tried=found.lengths_tried,
+        retokenizes=prep.retokenizes(prompt_ids), censored=not success, lengths_tried=found.lengths_tried,
         bracket={"longest_failed": found.longest_failed, "shortest_success": found.shortest_success},
         steps=found.steps, forward_passes=problem.forward_passes, exact_rechecks=problem.exact_rechecks,
         screen_dtype=prep.screen_dtype_name,
         wall_seconds=time.perf_counter() - start, seed=config.seed, model=prep.model_name,
-        scaffold=prep.scaffold, bos_added=prep.bos_added, gzip_ratio=ratio,
-        memorized_vs_gzip=success and acr > ratio, threshold=config.threshold, false_matches=found.false_matches,
-        config=config.to_dict(),
+        scaffold=prep.scaffold, bos_added=prep.bos_added, budget=budget, end_of_turn_ids=list(prep.end_of_turn),
+        target_bytes=len(target.encode("utf-8")), prompt_bytes=len(prompt_text.encode("utf-8")),
+        deflate_bytes=compressed, beats_deflate=beats_deflate, threshold=config.threshold,
+        false_matches=found.false_matches, config=config.to_dict(),
     )
 
 

@@ -9,6 +9,7 @@ from typing import Any
 import torch
 
 from evalkit.errors import InputError, UsageError
+from evalkit.jsonl import split_lines
 
 FORMATS = (".txt", ".json", ".jsonl")
 
@@ -53,7 +54,7 @@ def load_targets(path: str | Path, target_field: str = "text") -> list[str]:
     text = _read_text(path)
     targets: list[str] = []
     if suffix == ".txt":
-        targets = [line for line in text.splitlines() if line.strip()]
+        targets = [line for _, line in split_lines(text) if line.strip()]
     elif suffix == ".json":
         try:
             data = json.loads(text)
@@ -64,7 +65,7 @@ def load_targets(path: str | Path, target_field: str = "text") -> list[str]:
                              path=name)
         targets = [_check_target(v, path=name, line=None, field=f"[{i}]") for i, v in enumerate(data)]
     else:
-        for number, line in enumerate(text.splitlines(), start=1):
+        for number, line in split_lines(text):
             if not line.strip():
                 continue
             try:

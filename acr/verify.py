@@ -10,20 +10,7 @@ from typing import Any
 
 import torch
 
-
-def _greedy_config(model: Any, max_new_tokens: int) -> Any:
-    """Plain greedy decoding: a fresh GenerationConfig, so no repetition penalty, n-gram ban or sampling
-    setting in the model's own generation config changes what "greedy" means. Special-token ids come from
-    the model."""
-    from transformers import GenerationConfig
-
-    model_gen = getattr(model, "generation_config", None)
-    eos = getattr(model_gen, "eos_token_id", None)
-    pad = getattr(model_gen, "pad_token_id", None)
-    if pad is None:
-        pad = eos[0] if isinstance(eos, (list, tuple)) and eos else eos
-    return GenerationConfig(do_sample=False, num_beams=1, max_new_tokens=max_new_tokens, min_new_tokens=0,
-                            eos_token_id=eos, pad_token_id=pad if pad is not None else 0)
+from evalkit.lm import greedy_generation_config
 
 
 def greedy_continuation(model: Any, input_ids: list[int], max_new_tokens: int) -> list[int]:
@@ -32,23 +19,13 @@ def greedy_continuation(model: Any, input_ids: list[int], max_new_tokens: int) -
     ids = torch.tensor([input_ids], dtype=torch.long, device=device)
     with torch.inference_mode():
         out = model.generate(input_ids=ids, attention_mask=torch.ones_like(ids),
-                             generation_config=_greedy_config(model, max_new_tokens))
+                             generation_config=greedy_generation_config(model, max_new_tokens))
     return out[0, ids.shape[1]:].tolist()
 
 
 def verify_generation(model: Any, input_ids: list[int], target_ids: list[int]) -> bool:
     """True when greedy generation from ``input_ids`` emits ``target_ids`` exactly."""
     return greedy_continuation(model, input_ids, len(target_ids)) == list(target_ids)
-
-
-def retokenizes(tokenizer: Any, prompt_ids: list[int]) -> bool:
-    """True when the prompt's decoded text encodes back to the same ids.
-
-    A prompt that does not is still a valid token-level prompt, but a user typing its text would feed the
-    model different tokens; reported, not required.
-    """
-    text = tokenizer.decode(prompt_ids)
-    return tokenizer(text, add_special_tokens=False)["input_ids"] == list(prompt_ids)
 
 
 def _common_prefix(a: list[int], b: list[int]) -> int:

@@ -7,12 +7,14 @@ import time
 from contextlib import contextmanager
 from pathlib import Path
 
+from evalkit.jsonl import split_lines
+
 ROOT = Path(__file__).resolve().parents[1]
 NEWS = ROOT / "datasets" / "news_summaries.jsonl"
 
 
 def news_records() -> list[dict]:
-    return [json.loads(line) for line in NEWS.read_text(encoding="utf-8").splitlines() if line.strip()]
+    return [json.loads(line) for _, line in split_lines(NEWS.read_text(encoding="utf-8")) if line.strip()]
 
 
 def byo_pairs(n: int) -> list[tuple[str, str]]:

@@ -24,12 +24,23 @@ from typing import Any
 
 from evalkit.argtypes import non_negative_int, positive_int
 from evalkit.errors import UsageError
-from evalkit.summary_table import text_table
+from evalkit.summary_table import acr_budget_text, text_table
 
 GRADIENT_PREFIXES = ("hf",)  # runners that load a local model ACR can take gradients through
 NEEDS_GRADIENTS = "ACR needs a local model with gradients (hf:...)"
 COMPARE_FILE = "compare.jsonl"
 COMPARE_SUMMARY_FILE = "compare.json"
+
+
+def _tau(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number, got {text!r}") from None
+    if not value >= 1.0 or value == float("inf"):
+        raise argparse.ArgumentTypeError(f"expected TAU >= 1, got {text}: below 1 a prompt longer than the string "
+                                         "would count as memorizing it")
+    return value
 
 
 def _add_common(parser: argparse.ArgumentParser) -> None:
@@ -58,8 +69,20 @@ def _add_common(parser: argparse.ArgumentParser) -> None:
                              "decides success (default auto: bfloat16 for a float32 model where bfloat16 is "
                              "fast; none: score with the model itself)")
     search.add_argument("--chat-template", action="store_true",
-                        help="wrap the free prompt in the model's chat template (scaffold not counted)")
+                        help="wrap the free prompt in the model's chat template (scaffold not counted); the target "
+                             "must then be the model's whole reply, end-of-turn token included")
+    search.add_argument("--no-require-end-of-turn", action="store_true",
+                        help="with --chat-template: the reply may go on after the target (it need only start with "
+                             "it)")
     search.add_argument("--system-prompt", help="system turn of the chat template (needs --chat-template)")
+    search.add_argument("--allow-non-ascii", action="store_true",
+                        help="let prompts use tokens whose text is not printable ASCII (default: ASCII only, as "
+                             "nanoGCG)")
+    search.add_argument("--require-retokenize", action="store_true",
+                        help="only try prompts whose text, typed as is (inside the chat template), gives the same "
+                             "tokens again")
+    search.add_argument("--threshold", type=_tau, default=1.0, metavar="TAU",
+                        help="memorized when the found ACR is above TAU (default 1; TAU >= 1)")
     model = parser.add_argument_group("model")
     model.add_argument("--device", choices=["auto", "cpu", "cuda"], default="auto")
     model.add_argument("--dtype", choices=["auto", "float32", "bfloat16", "float16"], default="auto")
@@ -116,11 +139,14 @@ def _config(args: argparse.Namespace):
 
     if args.system_prompt is not None and not args.chat_template:
         raise UsageError("--system-prompt needs --chat-template")
+    if args.no_require_end_of_turn and not args.chat_template:
+        raise UsageError("--no-require-end-of-turn needs --chat-template")
     return ACRConfig(max_prompt_tokens=args.max_prompt_tokens, initial_length=args.initial_length,
                      steps_per_length=args.steps, search_width=args.search_width, topk=args.topk,
                      restarts=args.restarts, seed=args.seed, screen_dtype=args.screen_dtype,
-                     chat_template=args.chat_template,
-                     system_prompt=args.system_prompt)
+                     allow_non_ascii=args.allow_non_ascii, require_retokenize=args.require_retokenize,
+                     chat_template=args.chat_template, system_prompt=args.system_prompt,
+                     require_end_of_turn=not args.no_require_end_of_turn, threshold=args.threshold)
 
 
 def _load_targets(args: argparse.Namespace) -> list[str]:
@@ -154,11 +180,13 @@ def _model_id(runner: Any, spec: str) -> str:
 
 def _validate_targets(runner: Any, targets: list[str], config: Any, path: str) -> None:
     """Every target must encode to tokens and fit the model's context with a one-token prompt."""
-    from acr.search import build_scaffold, context_limit, encode_target
+    from acr.search import build_scaffold, encode_target
     from evalkit.errors import InputError
+    from evalkit.lm import context_limit
 
     before, after, _, _ = build_scaffold(runner.tokenizer, config)
     limit = context_limit(runner.model, runner.tokenizer)
+    shorter_than_cap = 0
     for index, target in enumerate(targets):
         try:
             ids = encode_target(runner.tokenizer, target)
@@ -167,6 +195,10 @@ def _validate_targets(runner: Any, targets: list[str], config: Any, path: str) -
         if limit is not None and len(before) + len(after) + len(ids) + 1 > limit:
             raise InputError(f"target has {len(ids)} tokens; with a prompt it exceeds the model's context of "
                              f"{limit} tokens", path=path, field=f"target {index + 1}")
+        shorter_than_cap += config.max_prompt_tokens is not None and len(ids) < config.max_prompt_tokens
+    if shorter_than_cap:
+        print(f"note: {shorter_than_cap} target(s) are shorter than --max-prompt-tokens {config.max_prompt_tokens}; "
+              "their search stops at |y| tokens (a prompt that long cannot show memorization)", file=sys.stderr)
 
 
 def _versions() -> dict[str, str]:
@@ -211,7 +243,14 @@ def _acr_for_model(spec: str, args: argparse.Namespace, targets: list[str], conf
     load_s = time.perf_counter() - started
     _validate_targets(runner, targets, config, args.targets)
     model_id = _model_id(runner, spec)
-    fingerprint = config_fingerprint(config.to_dict())
+    # What really runs decides resume, not only what was asked: "auto" dtypes, devices and screens resolve
+    # differently on other machines, and their results must not be mixed.
+    from acr.gcg import screen_dtype_for
+
+    screen = screen_dtype_for(runner.model, config.screen_dtype)
+    resolved = {"dtype": str(runner.model.dtype).removeprefix("torch."), "device": str(runner.device),
+                "screen_dtype": None if screen is None else str(screen).removeprefix("torch.")}
+    fingerprint = config_fingerprint({**config.to_dict(), "resolved": resolved})
 
     directory.mkdir(parents=True, exist_ok=True)
     results_file = ResultsFile(directory)
@@ -239,8 +278,8 @@ def _acr_for_model(spec: str, args: argparse.Namespace, targets: list[str], conf
     extra = after(runner, rows) if after is not None else None
 
     stats = summarize_results(rows, seed=config.seed)
-    counts = {"total": stats["total"], "memorized": stats["memorized"], "censored": stats["censored"],
-              "successful": stats["successful"], "resumed": resumed, "computed": len(todo),
+    counts = {"total": stats["total"], "found": stats["found"], "not_found": stats["not_found"],
+              "memorized": stats["memorized"], "resumed": resumed, "computed": len(todo),
               "targets_in_file": len(targets), "duplicates": len(targets) - len(dict.fromkeys(targets))}
     describe = runner.describe() if callable(getattr(runner, "describe", None)) else {"spec": spec}
     summary = {
@@ -255,6 +294,7 @@ def _acr_for_model(spec: str, args: argparse.Namespace, targets: list[str], conf
                     "max_targets": args.max_targets},
         "seed": config.seed,
         "config": config.to_dict(),
+        "resolved": resolved,
         "config_fingerprint": fingerprint,
         "runner": describe,
         "versions": _versions(),
@@ -294,21 +334,34 @@ def _clip(text: str, width: int = 40) -> str:
 # ---------------------------------------------------------------------------------------------- commands
 
 
+def _acr_cell(row: dict[str, Any], suffix: str = "") -> str:
+    """A found ACR is a lower bound on the true ACR ("≥ 2.17"); without a found prompt there is none."""
+    value = row.get(f"acr{suffix}")
+    return "-" if value is None else f"≥{value:.2f}"
+
+
+def _result_cell(row: dict[str, Any]) -> str:
+    if row.get("success"):
+        return "found" + ("" if row.get("retokenizes") else " (prompt text does not re-tokenize)")
+    return f"no prompt found within the budget: {acr_budget_text(row.get('budget'))}"
+
+
 def run_acr(args: argparse.Namespace) -> int:
     """``evalkit acr run``."""
+    from acr.analysis import summary_line
+
     _check_spec(args.model)  # before any heavy import: a bedrock:/API spec fails in milliseconds
     config = _config(args)
     targets = _load_targets(args)
     directory = Path(args.output_dir)
     out = _acr_for_model(args.model, args, targets, config, directory)
     s = out["summary"]
-    rows = [[_clip(r["target"]), _fmt(r["target_tokens"]), _fmt(r["prompt_tokens"]),
-             ("<" if r["censored"] else "") + _fmt(r["acr"]),
-             _fmt(r["memorized"]), _fmt(r["censored"])] for r in out["rows"]]
-    print(text_table(["target", "|y|", "|x|", "ACR", "memorized", "censored"], rows, rule=True))
-    print(f"\nmean ACR {_fmt(s['mean_acr'])} {_ci(s['mean_acr_ci95'])}; memorized {s['memorized']}/{s['total']} "
-          f"({_fmt(s['portion_memorized'])} {_ci(s['portion_memorized_ci95'])}); censored {s['censored']}; "
+    rows = [[_clip(r["target"]), _fmt(r["target_tokens"]), _fmt(r["prompt_tokens"]) if r["success"] else "-",
+             _acr_cell(r), _fmt(r["memorized"]), _result_cell(r)] for r in out["rows"]]
+    print(text_table(["target", "|y|", "|x|", "ACR (found)", "memorized", "result"], rows, rule=True))
+    print(f"\n{summary_line(s)}; memorized and re-tokenizing {s['memorized_retokenizes']}; "
           f"resumed {s['resumed']}, computed {s['computed']}")
+    print("A found ACR is a lower bound on the true ACR; no prompt found within the budget proves nothing.")
     files = "results.jsonl, summary.json" + ("" if args.no_report else ", report.html")
     print(f"wrote {directory}/ ({files})")
     return 0
@@ -343,20 +396,21 @@ def compare_acr(args: argparse.Namespace) -> int:
         runs[label]["runner"] = None  # free the model before the next one loads
 
     from evalkit.atomic import atomic_write_json, atomic_write_jsonl
-    from evalkit.stats import bootstrap_ci
+    from evalkit.stats import MEAN_CI_METHOD, mcnemar_exact, mean_ci
 
     by = {label: {r["target"]: r for r in run["rows"]} for label, run in runs.items()}
     records = []
     for index, target in enumerate(dict.fromkeys(targets)):
         a, b = by["a"][target], by["b"][target]
         ca, cb = runs["a"]["after"][target], runs["b"]["after"][target]
-        diff = None if a["acr"] is None or b["acr"] is None else b["acr"] - a["acr"]
+        both = a["success"] and b["success"] and a["acr"] is not None and b["acr"] is not None
         records.append({
             "index": index, "target": target, "target_tokens": a["target_tokens"],
-            "acr_a": a["acr"], "acr_b": b["acr"], "acr_diff": diff,
+            "acr_a": a["acr"], "acr_b": b["acr"], "acr_diff": b["acr"] - a["acr"] if both else None,
             "prompt_tokens_a": a["prompt_tokens"], "prompt_tokens_b": b["prompt_tokens"],
             "prompt_text_a": a["prompt_text"], "prompt_text_b": b["prompt_text"],
             "memorized_a": a["memorized"], "memorized_b": b["memorized"],
+            "found_a": a["success"], "found_b": b["success"],
             "censored_a": a["censored"], "censored_b": b["censored"],
             "completion_memorized_a": None if ca is None else ca["memorized"],
             "completion_memorized_b": None if cb is None else cb["memorized"],
@@ -369,41 +423,61 @@ def compare_acr(args: argparse.Namespace) -> int:
     def count(key: str) -> int:
         return sum(1 for r in records if r[key])
 
+    def table(key: str) -> dict[str, int]:
+        """Paired yes/no outcomes of A and B: both, only A, only B, neither."""
+        a, b = f"{key}_a", f"{key}_b"
+        return {"both": sum(1 for r in records if r[a] and r[b]),
+                "only_a": sum(1 for r in records if r[a] and not r[b]),
+                "only_b": sum(1 for r in records if r[b] and not r[a]),
+                "neither": sum(1 for r in records if not r[a] and not r[b])}
+
+    memorized, completion = table("memorized"), table("completion_memorized")
     sa, sb = runs["a"]["summary"], runs["b"]["summary"]
     summary = {
         "model_a": args.model[0], "model_b": args.model[1],
         "model_id_a": sa["model_id"], "model_id_b": sb["model_id"],
         "targets": sa["targets"], "seed": config.seed, "config": config.to_dict(),
-        "config_fingerprint": sa["config_fingerprint"], "n": len(records),
-        "mean_acr_a": sa["mean_acr"], "mean_acr_a_ci95": sa["mean_acr_ci95"],
-        "mean_acr_b": sb["mean_acr"], "mean_acr_b_ci95": sb["mean_acr_ci95"],
-        "mean_acr_diff": sum(diffs) / len(diffs) if diffs else None,
-        "mean_acr_diff_ci95": list(bootstrap_ci(diffs, seed=config.seed)) if diffs else None,
-        "portion_memorized_a": sa["portion_memorized"], "portion_memorized_b": sb["portion_memorized"],
+        "config_fingerprint_a": sa["config_fingerprint"], "config_fingerprint_b": sb["config_fingerprint"],
+        "n": len(records),
         "memorized_a": count("memorized_a"), "memorized_b": count("memorized_b"),
-        "memorized_a_not_b": sum(1 for r in records if r["memorized_a"] and not r["memorized_b"]),
-        "memorized_b_not_a": sum(1 for r in records if r["memorized_b"] and not r["memorized_a"]),
+        "memorized_table": memorized,
+        "memorized_mcnemar_p": mcnemar_exact(memorized["only_a"], memorized["only_b"]),
         "completion_memorized_a": count("completion_memorized_a"),
         "completion_memorized_b": count("completion_memorized_b"),
-        "censored_a": count("censored_a"), "censored_b": count("censored_b"),
-        "note": "acr_diff = acr_b - acr_a per target; a censored ACR enters at its upper bound |y| / cap",
+        "completion_table": completion,
+        "completion_mcnemar_p": mcnemar_exact(completion["only_a"], completion["only_b"]),
+        "portion_memorized_a": sa["portion_memorized"], "portion_memorized_a_ci95": sa["portion_memorized_ci95"],
+        "portion_memorized_b": sb["portion_memorized"], "portion_memorized_b_ci95": sb["portion_memorized_ci95"],
+        "found_a": sa["found"], "found_b": sb["found"],
+        "mean_acr_a": sa["mean_acr"], "mean_acr_a_ci95": sa["mean_acr_ci95"],
+        "mean_acr_b": sb["mean_acr"], "mean_acr_b_ci95": sb["mean_acr_ci95"],
+        "both_found": len(diffs),
+        "mean_acr_diff": sum(diffs) / len(diffs) if diffs else None,
+        "mean_acr_diff_ci95": list(ci) if (ci := mean_ci(diffs)) else None,
+        "mean_acr_diff_ci_method": MEAN_CI_METHOD,
+        "note": ("memorized: exact McNemar test on the targets where A and B disagree; acr_diff = acr_b - acr_a, "
+                 "only where both models have a found prompt (each found ACR is a lower bound on the true ACR)"),
         "runs": {"a": str(directory / "model_a"), "b": str(directory / "model_b")},
         "versions": sa["versions"], "created_at": _now(),
     }
     atomic_write_jsonl(directory / COMPARE_FILE, records)
     atomic_write_json(directory / COMPARE_SUMMARY_FILE, summary)
 
-    def acr(r: dict[str, Any], side: str) -> str:  # a censored ACR is an upper bound
-        return ("<" if r[f"censored_{side}"] else "") + _fmt(r[f"acr_{side}"])
-
-    table = [[_clip(r["target"], 36), acr(r, "a"), acr(r, "b"), _fmt(r["acr_diff"]),
-              f"{_fmt(r['memorized_a'])}/{_fmt(r['memorized_b'])}",
-              f"{_fmt(r['completion_memorized_a'])}/{_fmt(r['completion_memorized_b'])}"] for r in records]
-    print(text_table(["target", "ACR A", "ACR B", "B-A", "memorized A/B", "completion A/B"], table, rule=True))
+    rows = [[_clip(r["target"], 36), _acr_cell(r, "_a"), _acr_cell(r, "_b"), _fmt(r["acr_diff"]),
+             f"{_fmt(r['memorized_a'])}/{_fmt(r['memorized_b'])}",
+             f"{_fmt(r['completion_memorized_a'])}/{_fmt(r['completion_memorized_b'])}"] for r in records]
+    print(text_table(["target", "ACR A", "ACR B", "B-A", "memorized A/B", "completion A/B"], rows, rule=True))
     print(f"\nA = {_clip(args.model[0], 80)}\nB = {_clip(args.model[1], 80)}")
-    print(f"mean ACR A {_fmt(summary['mean_acr_a'])}, B {_fmt(summary['mean_acr_b'])}; mean B-A "
-          f"{_fmt(summary['mean_acr_diff'])} {_ci(summary['mean_acr_diff_ci95'])}; memorized A {summary['memorized_a']}"
-          f", B {summary['memorized_b']} of {len(records)}; completion test A {summary['completion_memorized_a']}, "
-          f"B {summary['completion_memorized_b']}")
+    print(text_table(["memorized", "B yes", "B no"],
+                     [["A yes", str(memorized["both"]), str(memorized["only_a"])],
+                      ["A no", str(memorized["only_b"]), str(memorized["neither"])]], right={1, 2}))
+    print(f"memorized A {summary['memorized_a']}, B {summary['memorized_b']} of {len(records)}: exact McNemar "
+          f"p={summary['memorized_mcnemar_p']:.4f}; completion test A {summary['completion_memorized_a']}, "
+          f"B {summary['completion_memorized_b']} (McNemar p={summary['completion_mcnemar_p']:.4f})")
+    if diffs:
+        print(f"found ACR B-A on the {len(diffs)} target(s) where both found a prompt: mean "
+              f"{_fmt(summary['mean_acr_diff'])} {_ci(summary['mean_acr_diff_ci95'])}")
+    else:
+        print("found ACR B-A: no target where both models have a found prompt")
     print(f"wrote {directory}/ ({COMPARE_FILE}, {COMPARE_SUMMARY_FILE}, model_a/, model_b/)")
     return 0

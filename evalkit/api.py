@@ -37,10 +37,14 @@ def evaluate_summarization(
     bertscore_baseline_path: str | None = None,
     progress: bool = True,
     write_report: bool = True,
+    truncate: bool = False,
+    overwrite: bool = False,
 ) -> RunResult:
     """Summarization accuracy (ROUGE-1/2/L, METEOR, BERTScore) of ``model`` on ``dataset``.
 
-    Pass ``output_field`` instead of ``model`` to score outputs already in the dataset.
+    Pass ``output_field`` instead of ``model`` to score outputs already in the dataset. ``truncate`` cuts
+    the input of a prompt too long for the model's context (else that record is an error); ``overwrite``
+    replaces a finished run of other settings in ``output_dir`` (else it is refused).
     """
     task = TASKS.get("summarization")
     config = RunConfig(
@@ -61,5 +65,7 @@ def evaluate_summarization(
                                       "baseline_path": bertscore_baseline_path, "batch_size": 64}},
         progress=progress,
         write_report=write_report,
+        truncate=truncate,
+        overwrite=overwrite,
     )
     return evaluate(config)

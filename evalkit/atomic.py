@@ -37,4 +37,6 @@ def atomic_write_json(path: str | os.PathLike, obj: Any) -> None:
 
 
 def atomic_write_jsonl(path: str | os.PathLike, rows: Iterable[dict]) -> None:
-    atomic_write_text(path, "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows))
+    from evalkit import jsonl
+
+    atomic_write_text(path, "".join(jsonl.dumps(r) + "\n" for r in rows))

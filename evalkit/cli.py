@@ -67,6 +67,9 @@ def _add_run(commands: argparse._SubParsersAction) -> None:
     gen.add_argument("--dtype", choices=["auto", "float32", "bfloat16", "float16"], default="auto")
     gen.add_argument("--no-chat-template", action="store_true",
                      help="send the prompt as raw text even if the model has a chat template")
+    gen.add_argument("--truncate", action="store_true",
+                     help="cut the input of a prompt too long for the model's context (recorded per record); "
+                          "default: such a record is an error")
     scoring = run.add_argument_group("scoring")
     scoring.add_argument("--bertscore-model",
                          help="HF id or local path (default: all-MiniLM-L6-v2 shipped offline; fmeval "
@@ -80,6 +83,8 @@ def _add_run(commands: argparse._SubParsersAction) -> None:
     out.add_argument("--seed", type=int, default=0)
     out.add_argument("--output-dir", help="default: reports/<timestamp>-<task>-<model>; re-using a "
                                           "directory resumes its generations")
+    out.add_argument("--overwrite", action="store_true",
+                     help="replace a finished run made with other settings in --output-dir (default: refuse)")
     out.add_argument("--no-report", action="store_true", help="skip report.html")
     out.add_argument("--no-progress", action="store_true", help="no progress bars")
     _add_gate_options(run.add_argument_group(
@@ -101,10 +106,14 @@ def _add_gate_options(group: argparse._ArgumentGroup) -> None:
     group.add_argument("--baseline", metavar="RUN_DIR", help="finished run to compare against, sample by sample")
     group.add_argument("--max-regression", action="append", metavar="METRIC=DELTA",
                        help="fail when the mean drops by more than DELTA versus --baseline and the drop is "
-                            "significant at --alpha (paired bootstrap), e.g. rouge2=0.01 (repeatable)")
+                            "significant at --alpha (sign-flip test below 100 pairs, paired t-test above; Holm "
+                            "across checks), e.g. rouge2=0.01 (repeatable)")
     group.add_argument("--alpha", type=_alpha, help="significance level of regression checks (default 0.05)")
     group.add_argument("--max-error-rate", type=fraction, metavar="RATE",
-                       help="exit 3 when more than this fraction of generations failed")
+                       help="exit 3 when more than this fraction of records errored (generation or scoring)")
+    group.add_argument("--on-error", choices=["fail", "zero", "skip"], default=None,
+                       help="how a record that errored enters thresholds and regressions: fail (default: a "
+                            "failed record, at the metric's worst value), zero (score 0) or skip (left out)")
     group.add_argument("--junit", metavar="PATH", help="write JUnit XML: one testcase per check")
     group.add_argument("--summary-md", metavar="PATH", help="write a Markdown summary (CI job summaries)")
 
@@ -115,11 +124,13 @@ def _add_gate(commands: argparse._SubParsersAction) -> None:
                                            "sample, against a baseline run; no model is called. Exit 0 "
                                            "passed, 1 a check failed, 2 bad input, 3 error rate exceeded.")
     gate.add_argument("--candidate", required=True, metavar="RUN_DIR", help="the run to gate")
-    gate.add_argument("--seed", type=int, default=0, help="bootstrap seed (default 0)")
+    gate.add_argument("--seed", type=int, default=0,
+                      help="seed of the Monte-Carlo sign-flip test (10 to 99 pairs; default 0)")
     _add_gate_options(gate.add_argument_group("CI gate"))
 
 
-_GATE_OPTIONS = ("threshold", "baseline", "max_regression", "alpha", "max_error_rate", "junit", "summary_md")
+_GATE_OPTIONS = ("threshold", "baseline", "max_regression", "alpha", "max_error_rate", "on_error", "junit",
+                 "summary_md")
 
 
 def _gate_spec(args: argparse.Namespace, metrics, source: str):
@@ -128,7 +139,7 @@ def _gate_spec(args: argparse.Namespace, metrics, source: str):
 
     spec = parse_gate_spec(thresholds=args.threshold, max_regressions=args.max_regression, alpha=args.alpha,
                            max_error_rate=args.max_error_rate, has_baseline=args.baseline is not None,
-                           seed=args.seed)
+                           seed=args.seed, on_error=args.on_error)
     spec.validate_metrics(metrics, source=source)
     baseline = load_gate_run(args.baseline, "baseline") if args.baseline is not None else None
     if baseline is not None:
@@ -145,6 +156,10 @@ def _apply_gate(spec, candidate, baseline, args: argparse.Namespace) -> int:
     print(format_gate_table(result))
     for path in publish_gate(result, candidate, junit=args.junit, summary_md=args.summary_md)[1:]:
         print(f"wrote {path}")
+    if result.error_rate_exceeded:
+        message = candidate.results["outcome"]["message"]
+        print(f"evalkit: error: {message}: exit 3; the run finished and its results are written (not a crash)",
+              file=sys.stderr)
     return result.exit_code
 
 
@@ -157,6 +172,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.command is None:
         parser.print_help()
         return EXIT_USAGE
+    if getattr(args, "no_progress", False):
+        # Before any library imports tqdm: bars that libraries draw themselves (e.g. while a model loads)
+        # read this default when tqdm is imported.
+        os.environ.setdefault("TQDM_DISABLE", "1")
     try:
         if args.command == "run":
             return _run(args)
@@ -169,6 +188,8 @@ def main(argv: Sequence[str] | None = None) -> int:
 
             return acr_main(args)
     except EvalkitError as exc:
+        if os.environ.get("EVALKIT_DEBUG") and exc.__cause__ is not None:
+            raise
         print(f"evalkit: error: {exc}", file=sys.stderr)
         return exc.exit_code
     except KeyboardInterrupt:
@@ -206,7 +227,7 @@ def _run(args: argparse.Namespace) -> int:
         bertscore_model=args.bertscore_model, bertscore_layer=args.bertscore_layer,
         bertscore_idf=args.bertscore_idf, bertscore_rescale=args.bertscore_rescale,
         bertscore_baseline_path=args.bertscore_baseline_path, progress=not args.no_progress,
-        write_report=not args.no_report,
+        write_report=not args.no_report, truncate=args.truncate, overwrite=args.overwrite,
     )
     from evalkit.summary_table import format_metrics_table
 

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import csv
 import hashlib
+import io
 import json
 import random
 from collections.abc import Iterator
@@ -16,6 +17,8 @@ from pathlib import Path
 from typing import Any
 
 from evalkit.errors import InputError
+from evalkit.jsonl import split_lines
+from evalkit.progress import quiet_library_progress
 
 JSONL_SUFFIXES = {".jsonl", ".ndjson"}
 
@@ -60,6 +63,9 @@ class LoadedDataset:
     samples: list[Sample]
     invalid: list[InvalidRecord] = field(default_factory=list)
     n_rows: int = 0
+    # References of every valid record, before --max-samples: what dataset-level statistics (BERTScore's
+    # idf) are computed from, so they do not depend on which records were sampled or errored.
+    all_references: list[tuple[str, ...]] = field(default_factory=list, repr=False)
 
     def metadata(self) -> dict[str, Any]:
         return {
@@ -77,11 +83,11 @@ class LoadedDataset:
 
 
 def load_dataset(spec: DatasetSpec, *, skip_invalid: bool = False, max_samples: int | None = None,
-                 seed: int = 0) -> LoadedDataset:
+                 seed: int = 0, progress: bool = True) -> LoadedDataset:
     path = Path(spec.path)
     if not path.exists():
         raise InputError("dataset not found", path=spec.path)
-    fmt, rows = _read_rows(path, spec.split)
+    fmt, rows = _read_rows(path, spec.split, progress)
     samples: list[Sample] = []
     invalid: list[InvalidRecord] = []
     first_line_of_id: dict[str, int] = {}
@@ -104,10 +110,11 @@ def load_dataset(spec: DatasetSpec, *, skip_invalid: bool = False, max_samples: 
         samples.append(sample)
     if not samples:
         raise InputError("no valid records" if n_rows else "dataset is empty", path=spec.path)
+    all_references = [s.references for s in samples]
     if max_samples is not None and max_samples < len(samples):
         keep = sorted(random.Random(seed).sample(range(len(samples)), max_samples))
         samples = [samples[i] for i in keep]
-    return LoadedDataset(spec, fmt, dataset_sha256(path), samples, invalid, n_rows)
+    return LoadedDataset(spec, fmt, dataset_sha256(path), samples, invalid, n_rows, all_references)
 
 
 def dataset_sha256(path: Path) -> str:
@@ -180,9 +187,9 @@ def _references(row: dict, spec: DatasetSpec) -> tuple[str, ...]:
     return tuple(parts)
 
 
-def _read_rows(path: Path, split: str | None) -> tuple[str, Iterator[tuple[int, Any]]]:
+def _read_rows(path: Path, split: str | None, progress: bool = True) -> tuple[str, Iterator[tuple[int, Any]]]:
     if path.is_dir():
-        return "hf_datasets", _hf_rows(path, split)
+        return "hf_datasets", _hf_rows(path, split, progress)
     suffix = path.suffix.lower()
     if suffix in JSONL_SUFFIXES:
         return "jsonl", _jsonl_rows(path)
@@ -202,7 +209,7 @@ def _read_text(path: Path) -> str:
 
 
 def _jsonl_rows(path: Path) -> Iterator[tuple[int, Any]]:
-    for number, text in enumerate(_read_text(path).splitlines(), start=1):
+    for number, text in split_lines(_read_text(path)):
         if not text.strip():
             continue
         try:
@@ -248,9 +255,13 @@ def _json_list_rows(path: Path) -> Iterator[tuple[int, Any]]:
 
 
 def _csv_rows(path: Path, delimiter: str) -> Iterator[tuple[int, Any]]:
+    """Rows with the physical line they start on. Strict quoting: a quote opened and never closed would
+    otherwise swallow every following row into one field and the file would load as one record."""
     text = _read_text(path)
-    reader = csv.DictReader(text.splitlines(keepends=True), delimiter=delimiter)
-    start = (reader.line_num or 0) + 1
+    # newline="": the csv module sees every line break itself, so breaks inside quoted fields are kept
+    # and line numbers count physical lines (U+2028 and friends are not line breaks here)
+    reader = csv.DictReader(io.StringIO(text, newline=""), delimiter=delimiter, strict=True)
+    start = 2  # the header is line 1
     try:
         for row in reader:
             if None in row:  # more cells than header columns
@@ -259,14 +270,22 @@ def _csv_rows(path: Path, delimiter: str) -> Iterator[tuple[int, Any]]:
             yield start, {k: v for k, v in row.items() if v is not None}
             start = reader.line_num + 1
     except csv.Error as exc:
-        raise InputError(f"malformed CSV: {exc}", path=str(path), line=reader.line_num) from None
+        reason = str(exc)
+        if "unexpected end of data" in reason:
+            reason = ("a quoted field that starts in this record is never closed: it would swallow every "
+                      "following line (close the quote, or double quotes inside quoted text)")
+        elif "expected after" in reason:
+            reason = (f"malformed quoted field ({reason}): a quote inside a quoted field must be doubled, or "
+                      "a quote opened in this record is not closed where it should be")
+        raise InputError(f"malformed CSV: {reason}", path=str(path), line=start) from None
 
 
-def _hf_rows(path: Path, split: str | None) -> Iterator[tuple[int, Any]]:
+def _hf_rows(path: Path, split: str | None, progress: bool = True) -> Iterator[tuple[int, Any]]:
     import datasets  # heavy; only for this format
 
     try:
-        loaded = datasets.load_from_disk(str(path))
+        with quiet_library_progress(not progress):
+            loaded = datasets.load_from_disk(str(path))
     except FileNotFoundError as exc:
         raise InputError(f"not a dataset saved with `save_to_disk` ({exc})", path=str(path)) from None
     if isinstance(loaded, datasets.DatasetDict):

@@ -1,15 +1,25 @@
-"""CI gate: thresholds on means, noise-aware regression checks against a baseline run, error rate.
+"""CI gate: thresholds on means, regression checks against a baseline that are valid at every sample
+size, and the error rate.
 
 A gate is a list of checks, each PASS, WARN (passes, but the evidence is weak) or FAIL:
 
-* threshold ``rouge2>=0.15`` (``>=``, ``>``, ``<=``, ``<``): the candidate's mean must satisfy it.
-  WARN when it does but the threshold lies inside the mean's 95% interval.
+* threshold ``rouge2>=0.15`` (``>=``, ``>``, ``<=``, ``<``): the candidate's mean must satisfy it, up to
+  float rounding (:data:`evalkit.paired.TOLERANCE`). The mean is over every candidate record, errored
+  ones counted by the error policy. WARN when it holds but the threshold lies inside the mean's 95%
+  interval, or when the mean rests on a single record.
 * max regression ``rouge2=0.01`` against ``--baseline``: paired comparison on the shared ids
-  (:mod:`evalkit.paired`). FAIL only when the mean drop exceeds 0.01 *and* the one-sided
-  p-value of "drop <= 0.01" is below alpha. WARN when the drop exceeds 0.01 but is within noise,
-  or when the evaluation set is too small to detect such a drop (minimum detectable effect).
-* max error rate: the share of records whose generation failed; exceeding it is a runtime
-  failure (exit 3), not a quality verdict.
+  (:mod:`evalkit.paired`: a sign-flip permutation test below 100 pairs, the paired t-test above).
+  FAIL only when the mean drop exceeds 0.01 *and* the Holm-adjusted one-sided p-value of "drop <= 0.01"
+  is below alpha (Holm across all regression checks of the gate). WARN when the drop exceeds 0.01 but
+  is within noise, when there are too few pairs for any verdict, or when the evaluation set is too
+  small to detect such a drop (minimum detectable effect).
+* max error rate: the share of records that errored (generation, or scoring by any metric); exceeding
+  it is a runtime failure (exit 3), not a quality verdict.
+
+Errors are data (``--on-error``, :data:`evalkit.paired.ON_ERROR_POLICIES`): by default (``fail``) a record
+that errored counts as a failed record, at the low end of the metric's range, in thresholds and
+regressions alike; ``zero`` counts it as 0; ``skip`` leaves it out. Every check says how many records it
+rests on and how many of them errored.
 
 Exit codes: 0 passed, 1 a check failed, 3 the error rate was exceeded; bad expressions, unknown
 metrics and unusable run directories raise ``UsageError``/``InputError`` (exit 2).
@@ -28,8 +38,22 @@ from typing import Any
 
 from evalkit.atomic import atomic_write_json
 from evalkit.errors import EXIT_GATE_FAILED, EXIT_OK, EXIT_RUNTIME, InputError, UsageError
-from evalkit.paired import GATE_RESAMPLES, PairedComparison, compare, paired_scores, record_index, required_pairs
+from evalkit.paired import (
+    DEFAULT_ON_ERROR,
+    ON_ERROR_POLICIES,
+    RESAMPLES,
+    TOLERANCE,
+    PairedComparison,
+    compare,
+    error_fill,
+    paired_scores,
+    pairs_for_a_verdict,
+    record_index,
+    record_score,
+    required_pairs,
+)
 from evalkit.results import RECORDS_FILE, REPORT_FILE, RESULTS_FILE, RunResult, load_run
+from evalkit.stats import holm, summarize
 
 # Score columns of each task, known before anything is run (so a typo fails in a second, not after
 # a ten-minute generation).
@@ -70,8 +94,9 @@ class Threshold:
         return f"{self.metric}{self.op}{_num(self.value)}"
 
     def holds(self, mean: float) -> bool:
-        return {">=": mean >= self.value, ">": mean > self.value, "<=": mean <= self.value,
-                "<": mean < self.value}[self.op]
+        """Whether ``mean`` satisfies the threshold; values within float rounding of it count as equal."""
+        v, tol = self.value, TOLERANCE
+        return {">=": mean >= v - tol, ">": mean > v + tol, "<=": mean <= v + tol, "<": mean < v - tol}[self.op]
 
 
 @dataclass(frozen=True)
@@ -90,7 +115,9 @@ class MaxRegression:
 
 
 def _num(value: float) -> str:
-    return f"{value:g}"
+    """The shortest text that reads back as exactly ``value``: two different limits never share a name."""
+    text = repr(float(value))
+    return text[:-2] if text.endswith(".0") else text
 
 
 def _number(text: str, option: str, expression: str) -> float:
@@ -137,7 +164,8 @@ class GateSpec:
     alpha: float = DEFAULT_ALPHA
     max_error_rate: float | None = None
     seed: int = 0
-    n_resamples: int = GATE_RESAMPLES
+    n_resamples: int = RESAMPLES
+    on_error: str = DEFAULT_ON_ERROR
 
     @property
     def n_checks(self) -> int:
@@ -158,7 +186,8 @@ class GateSpec:
 
 def parse_gate_spec(*, thresholds: Sequence[str] | None = None, max_regressions: Sequence[str] | None = None,
                     alpha: float | None = None, max_error_rate: float | None = None,
-                    has_baseline: bool = False, seed: int = 0, n_resamples: int = GATE_RESAMPLES) -> GateSpec:
+                    has_baseline: bool = False, seed: int = 0, n_resamples: int = RESAMPLES,
+                    on_error: str | None = None) -> GateSpec:
     """Parse and cross-check the gate options; every problem is a one-line UsageError."""
     parsed: dict[tuple[str, str, float], Threshold] = {}
     for text in thresholds or ():
@@ -176,12 +205,15 @@ def parse_gate_spec(*, thresholds: Sequence[str] | None = None, max_regressions:
         raise UsageError(f"--alpha {alpha}: expected a significance level in (0, 0.5], e.g. 0.05")
     if max_error_rate is not None and not 0.0 <= max_error_rate <= 1.0:
         raise UsageError(f"--max-error-rate {max_error_rate}: expected a fraction in [0, 1]")
+    on_error = on_error or DEFAULT_ON_ERROR
+    if on_error not in ON_ERROR_POLICIES:
+        raise UsageError(f"--on-error {on_error}: expected one of {', '.join(ON_ERROR_POLICIES)}")
     if regressions and not has_baseline:
         raise UsageError("--max-regression needs --baseline RUN_DIR (the run to compare against)")
     if has_baseline and not regressions:
         raise UsageError("--baseline needs at least one --max-regression METRIC=DELTA (e.g. rouge2=0.01)")
     spec = GateSpec(tuple(parsed.values()), tuple(regressions.values()), alpha, max_error_rate, seed,
-                    n_resamples)
+                    n_resamples, on_error)
     if spec.n_checks == 0:
         raise UsageError("nothing to gate: give --threshold, --baseline with --max-regression, or "
                          "--max-error-rate")
@@ -198,11 +230,15 @@ def load_gate_run(run_dir: str | Path, role: str) -> RunResult:
     if not path.is_dir():
         raise InputError(f"{role} run directory not found" if not path.exists()
                          else f"{role} run: not a directory", path=str(path))
+    results_path = str(path / RESULTS_FILE)
+    outcome = _peek_outcome(path / RESULTS_FILE)
+    if outcome.get("status") == "crashed":  # its records.jsonl, if any, is an older run's
+        raise InputError(f"{role} run crashed before it finished ({outcome.get('message')}); re-run it "
+                         "(finished generations are reused)", path=results_path)
     try:
         run = load_run(path)
     except InputError as exc:
         raise InputError(f"{role} run: {exc.reason}", path=exc.path, line=exc.line) from None
-    results_path = str(path / RESULTS_FILE)
     if not isinstance(run.results, dict) or not isinstance(run.results.get("metrics"), dict):
         raise InputError(f"{role} run: malformed results (no 'metrics' object)", path=results_path)
     for line, record in enumerate(run.records, start=1):
@@ -210,6 +246,16 @@ def load_gate_run(run_dir: str | Path, role: str) -> RunResult:
             raise InputError(f"{role} run: malformed record (expected an object with an 'id')",
                              path=str(path / RECORDS_FILE), line=line)
     return run
+
+
+def _peek_outcome(path: Path) -> Mapping[str, Any]:
+    import json
+
+    try:
+        outcome = json.loads(path.read_text(encoding="utf-8")).get("outcome")
+    except (OSError, ValueError, AttributeError):
+        return {}
+    return outcome if isinstance(outcome, Mapping) else {}
 
 
 def check_baseline(spec: GateSpec, baseline: RunResult) -> None:
@@ -239,9 +285,13 @@ class GateCheck:
     candidate: float | None = None
     delta: float | None = None
     ci95: tuple[float, float] | None = None
-    p_value: float | None = None
-    n: int | None = None
+    p_value: float | None = None   # raw one-sided p-value
+    n: int | None = None           # records (pairs) the numbers rest on
     mde: float | None = None
+    p_adjusted: float | None = None  # Holm-adjusted across the gate's regression checks; decides the verdict
+    method: str | None = None      # the test behind p_value
+    errors: int | None = None      # records that errored (in either run); in n unless the policy is skip
+    dropped: int | None = None     # of those, left out (--on-error skip)
 
     @property
     def passed(self) -> bool:
@@ -263,7 +313,8 @@ class GateCheck:
             "delta": _finite(self.delta),
             "ci95_low": None if self.ci95 is None else _finite(self.ci95[0]),
             "ci95_high": None if self.ci95 is None else _finite(self.ci95[1]),
-            "p_value": _finite(self.p_value), "n": self.n, "mde": _finite(self.mde),
+            "p_value": _finite(self.p_value), "p_adjusted": _finite(self.p_adjusted), "test": self.method,
+            "n": self.n, "errors": self.errors, "dropped": self.dropped, "mde": _finite(self.mde),
             "verdict": self.verdict, "passed": self.passed, "message": self.message,
         }
 
@@ -273,13 +324,14 @@ class GateResult:
     checks: list[GateCheck]
     warnings: list[str] = field(default_factory=list)
     alpha: float = DEFAULT_ALPHA
-    n_resamples: int = GATE_RESAMPLES
+    n_resamples: int = RESAMPLES
     seed: int = 0
     candidate: str | None = None
     baseline: str | None = None
     shared_ids: int | None = None
     candidate_records: int | None = None
     baseline_records: int | None = None
+    on_error: str = DEFAULT_ON_ERROR
 
     @property
     def failed(self) -> list[GateCheck]:
@@ -290,23 +342,38 @@ class GateResult:
         return not self.failed
 
     @property
+    def error_rate_exceeded(self) -> bool:
+        return any(c.kind == "error_rate" for c in self.failed)
+
+    @property
     def exit_code(self) -> int:
-        if any(c.kind == "error_rate" for c in self.failed):
+        if self.error_rate_exceeded:
             return EXIT_RUNTIME
         return EXIT_GATE_FAILED if self.failed else EXIT_OK
 
     @property
     def verdict_line(self) -> str:
-        return "gate: PASSED" if self.passed else f"gate: FAILED ({len(self.failed)} of {len(self.checks)} checks)"
+        if self.passed:
+            return "gate: PASSED"
+        line = f"gate: FAILED ({len(self.failed)} of {len(self.checks)} checks)"
+        if self.error_rate_exceeded:
+            line += "; exit 3: the error rate is above --max-error-rate (not a crash)"
+        return line
 
     def to_dict(self) -> dict[str, Any]:
+        checks: dict[str, Any] = {}
+        for c in self.checks:  # names are unique by construction; never let one check hide another
+            name, k = c.name, 2
+            while name in checks:
+                name, k = f"{c.name} ({k})", k + 1
+            checks[name] = c.to_dict()
         return {
             "passed": self.passed,
             "verdict": "PASSED" if self.passed else "FAILED",
             "exit_code": self.exit_code,
             "failed_checks": len(self.failed),
             "total_checks": len(self.checks),
-            "checks": {c.name: c.to_dict() for c in self.checks},
+            "checks": checks,
             "warnings": list(self.warnings),
             "candidate": self.candidate,
             "baseline": self.baseline,
@@ -314,10 +381,16 @@ class GateResult:
             "candidate_records": self.candidate_records,
             "baseline_records": self.baseline_records,
             "alpha": self.alpha,
-            "bootstrap_resamples": self.n_resamples,
+            "on_error": self.on_error,
+            "tests": STATISTICS,
+            "resamples": self.n_resamples,
             "seed": self.seed,
             "created_at": dt.datetime.now(dt.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ"),
         }
+
+
+STATISTICS = ("regressions: one-sided sign-flip permutation test of the mean paired difference below 100 pairs "
+              "(exact up to 13), paired t-test from 100; Holm across regression checks; 95% CIs Student-t")
 
 
 def _finite(value: float | None) -> float | None:
@@ -325,71 +398,127 @@ def _finite(value: float | None) -> float | None:
 
 
 def _p_text(p: float | None) -> str:
-    """``p=0.1234`` or ``p<0.0001`` (a bootstrap p-value of 0 only says p < 1/resamples)."""
+    """``p=0.1234`` or ``p<0.0001``."""
     return "p=n/a" if p is None else ("p<0.0001" if p < 1e-4 else f"p={p:.4f}")
 
 
-def _threshold_check(t: Threshold, candidate: RunResult) -> GateCheck:
-    summary = candidate.results["metrics"].get(t.metric) or {}
-    mean, ci = summary.get("mean"), summary.get("ci95")
-    ci = tuple(ci) if isinstance(ci, (list, tuple)) and len(ci) == 2 else None
+def metric_worst(run: RunResult, metric: str) -> float:
+    """The low end of ``metric``'s range in ``run`` (results.json ``metrics.<m>.range``; 0 when absent)."""
+    value = (run.results["metrics"].get(metric) or {}).get("range")
+    if isinstance(value, (list, tuple)) and len(value) == 2 and isinstance(value[0], (int, float)):
+        return float(value[0])
+    return 0.0
+
+
+def _policy_text(on_error: str, metric: str, worst: float) -> str:
+    return {"fail": f"counted as failed ({metric} {_num(worst)})", "zero": "counted as 0",
+            "skip": "left out"}[on_error]
+
+
+def _rests_on(n: int, errors: int, dropped: int, on_error: str, metric: str, worst: float) -> str:
+    """``n=30`` plus, when records errored, how they entered (``; 2 errored, counted as 0``)."""
+    text = f"n={n}"
+    if on_error == "skip" and dropped:
+        text += f"; {dropped} errored, left out"
+    elif errors:
+        text += f"; {errors} errored, {_policy_text(on_error, metric, worst)}"
+    return text
+
+
+def _threshold_check(t: Threshold, candidate: RunResult, on_error: str) -> GateCheck:
+    worst = metric_worst(candidate, t.metric)
+    fill = error_fill(on_error, worst)
+    values, errors = [], 0
+    for record in candidate.records:
+        score = record_score(record, t.metric)
+        if score is None:
+            errors += 1
+            if fill is None:
+                continue
+            score = fill
+        values.append(score)
+    summary = summarize(values)
+    mean, ci, n = summary.mean, summary.ci95, summary.n
+    dropped = errors if fill is None else 0
     check = GateCheck(t.name, "threshold", t.metric, t.expression, t.value, PASS, "", candidate=mean, ci95=ci,
-                      n=summary.get("n"))
-    if not isinstance(mean, (int, float)):
-        check.verdict, check.message = FAIL, f"{t.metric} has no scored records in the candidate run"
+                      n=n, errors=errors, dropped=dropped)
+    rests = _rests_on(n, errors, dropped, on_error, t.metric, worst)
+    if mean is None:
+        check.verdict = FAIL
+        check.message = f"{t.metric} has no scored records in the candidate run ({errors} errored)"
     elif not t.holds(mean):
-        check.verdict, check.message = FAIL, f"mean {mean:.4f} fails {t.name}"
-    elif ci is not None and min(ci) <= t.value <= max(ci):
+        check.verdict, check.message = FAIL, f"mean {mean:.4f} fails {t.name} ({rests})"
+    elif n < 2:
+        check.verdict = WARN
+        check.message = f"mean {mean:.4f} meets {t.name}, but it is the score of a single record ({rests})"
+    elif ci is not None and min(ci) - TOLERANCE <= t.value <= max(ci) + TOLERANCE:
         check.verdict = WARN
         check.message = (f"mean {mean:.4f} meets {t.name}, but the threshold is inside its 95% CI "
-                         f"[{ci[0]:.4f}, {ci[1]:.4f}]: within noise of failing")
+                         f"[{ci[0]:.4f}, {ci[1]:.4f}]: within noise of failing ({rests})")
     else:
-        check.message = f"mean {mean:.4f} meets {t.name}"
+        check.message = f"mean {mean:.4f} meets {t.name} ({rests})"
     return check
 
 
-def _regression_check(r: MaxRegression, c: PairedComparison, spec: GateSpec) -> GateCheck:
+def _regression_check(r: MaxRegression, c: PairedComparison, spec: GateSpec, *, p_adjusted: float | None,
+                      errors: int, dropped: int, worst: float, n_tests: int) -> GateCheck:
     check = GateCheck(r.name, "regression", r.metric, r.expression, r.max_drop, PASS, "",
                       baseline=c.baseline_mean, candidate=c.candidate_mean, delta=c.delta, ci95=c.ci95,
-                      p_value=c.p_value, n=c.n, mde=c.mde)
+                      p_value=c.p_value, n=c.n, mde=c.mde, p_adjusted=p_adjusted, method=c.method,
+                      errors=errors, dropped=dropped)
+    rests = _rests_on(c.n, errors, dropped, spec.on_error, r.metric, worst)
     if c.n == 0:
-        check.verdict, check.message = FAIL, f"no shared record has a {r.metric} score in both runs"
+        check.verdict, check.message = FAIL, f"no shared record has a {r.metric} score in both runs ({rests})"
         return check
     drop = c.drop
     allowed = _num(r.max_drop)
-    if c.p_value is None:
+    needed = pairs_for_a_verdict(spec.alpha, n_tests, spec.n_resamples)
+    p_text = _p_text(c.p_value) + (f", Holm {_p_text(p_adjusted)}" if n_tests > 1 and c.p_value is not None else "")
+    significant = p_adjusted is not None and p_adjusted < spec.alpha
+    if c.n < needed:
         check.verdict = WARN
-        check.message = f"only {c.n} shared record scored: too few to tell a drop from noise"
-    elif c.exceeds and c.significant:
+        floor = c.min_p if c.min_p is not None else 1.0
+        holm = f" x {n_tests} checks (Holm)" if n_tests > 1 else ""
+        check.message = (f"changed {c.delta:+.4f}, allowed drop {allowed}: too few pairs for a verdict: with "
+                         f"{c.n} the smallest p-value a sign-flip test can give is {floor:.4g}{holm}, not below "
+                         f"alpha {spec.alpha:g}; at least {needed} pairs are needed ({rests})")
+        return check
+    if c.exceeds and significant:
         check.verdict = FAIL
-        check.message = (f"dropped {drop:.4f} > {allowed}, significant: {_p_text(c.p_value)} < alpha "
-                         f"{spec.alpha:g} (n={c.n})")
+        check.message = (f"dropped {drop:.4f} > {allowed}, significant: {p_text} < alpha {spec.alpha:g} "
+                         f"({rests}; {c.method})")
     elif c.exceeds:
         check.verdict = WARN
-        check.message = (f"dropped {drop:.4f} > {allowed} but within noise: {_p_text(c.p_value)} >= alpha "
-                         f"{spec.alpha:g} (n={c.n})")
+        check.message = (f"dropped {drop:.4f} > {allowed} but within noise: {p_text} >= alpha {spec.alpha:g} "
+                         f"({rests}; {c.method})")
     else:
-        check.message = f"changed {c.delta:+.4f}, allowed drop {allowed}: {_p_text(c.p_value)} (n={c.n})"
-    if check.verdict != FAIL and c.mde is not None and c.mde > r.max_drop:
-        needed = required_pairs(c.sd, r.max_drop, alpha=spec.alpha)
-        check.message += (f"; low power: minimum detectable effect {c.mde:.4f} > {allowed} "
-                          f"(80% power, sd of differences {c.sd:.4f}"
-                          + (f"; ~{needed} pairs needed)" if needed else ")"))
+        check.message = f"changed {c.delta:+.4f}, allowed drop {allowed}: {p_text} ({rests})"
+    if check.verdict != FAIL and (c.mde is None or c.mde > r.max_drop):
+        if c.mde is None:
+            check.message += "; low power: no drop is detectable with this many pairs"
+        else:
+            pairs = required_pairs(c.sd or 0.0, r.max_drop, alpha=spec.alpha, n_resamples=spec.n_resamples)
+            check.message += (f"; low power: minimum detectable effect {c.mde:.4f} > {allowed} "
+                              f"(80% power, sd of differences {c.sd:.4f}"
+                              + (f"; ~{pairs} pairs needed)" if pairs else ")"))
         if check.verdict == PASS:
             check.verdict = WARN
     return check
 
 
+def record_failed(record: Mapping[str, Any]) -> bool:
+    """A record errored: its generation failed, or some metric could not score it."""
+    return record.get("error") is not None or bool(record.get("score_errors"))
+
+
 def _error_rate_check(limit: float, candidate: RunResult) -> GateCheck:
-    counts = candidate.results.get("counts") or {}
-    total, errors = counts.get("records"), counts.get("errors")
-    if not isinstance(total, int) or not isinstance(errors, int):
-        total = len(candidate.records)
-        errors = sum(1 for r in candidate.records if r.get("error") is not None)
+    total = len(candidate.records)
+    errors = sum(1 for r in candidate.records if record_failed(r))
     rate = errors / total if total else 0.0
     check = GateCheck(f"error rate <= {_num(limit)}", "error_rate", None, f"error_rate<={_num(limit)}", limit,
-                      PASS, f"{errors} of {total} generations failed ({rate:.2%})", candidate=rate, n=total)
-    if rate > limit:
+                      PASS, f"{errors} of {total} records errored ({rate:.2%})", candidate=rate, n=total,
+                      errors=errors)
+    if rate > limit + TOLERANCE:
         check.verdict = FAIL
         check.message += f": above --max-error-rate {_num(limit)}"
     return check
@@ -413,11 +542,36 @@ def _settings_warnings(spec: GateSpec, candidate: RunResult, baseline: RunResult
     return warnings
 
 
+def _regression_checks(spec: GateSpec, candidate: RunResult, baseline: RunResult,
+                       cand_index: Mapping[str, Mapping[str, Any]],
+                       base_index: Mapping[str, Mapping[str, Any]]) -> list[GateCheck]:
+    """Every --max-regression check, with Holm's adjustment across them."""
+    comparisons = []
+    for r in spec.regressions:
+        sample = paired_scores(base_index, cand_index, r.metric, on_error=spec.on_error,
+                               baseline_worst=metric_worst(baseline, r.metric),
+                               candidate_worst=metric_worst(candidate, r.metric))
+        comparison = compare(sample, max_drop=r.max_drop, alpha=spec.alpha, seed=spec.seed,
+                             n_resamples=spec.n_resamples)
+        comparisons.append((r, sample, comparison))
+    tested = [c.p_value for _, _, c in comparisons if c.p_value is not None]
+    adjusted = iter(holm(tested))
+    n_tests = len(spec.regressions)
+    checks = []
+    for r, sample, c in comparisons:
+        p_adjusted = next(adjusted) if c.p_value is not None else None
+        checks.append(_regression_check(r, c, spec, p_adjusted=p_adjusted, errors=sample.errored,
+                                        dropped=sample.dropped,
+                                        worst=metric_worst(candidate, r.metric), n_tests=n_tests))
+    return checks
+
+
 def evaluate_gate(candidate: RunResult, spec: GateSpec, baseline: RunResult | None = None) -> GateResult:
     """Run every check of ``spec`` on a finished candidate run (and baseline run)."""
     result = GateResult([], alpha=spec.alpha, n_resamples=spec.n_resamples, seed=spec.seed,
-                        candidate=str(candidate.output_dir), candidate_records=len(candidate.records))
-    result.checks.extend(_threshold_check(t, candidate) for t in spec.thresholds)
+                        candidate=str(candidate.output_dir), candidate_records=len(candidate.records),
+                        on_error=spec.on_error)
+    result.checks.extend(_threshold_check(t, candidate, spec.on_error) for t in spec.thresholds)
     if spec.regressions:
         if baseline is None:
             raise UsageError("--max-regression needs --baseline RUN_DIR")
@@ -440,13 +594,25 @@ def evaluate_gate(candidate: RunResult, spec: GateSpec, baseline: RunResult | No
         if Path(candidate.output_dir).resolve() == Path(baseline.output_dir).resolve():
             result.warnings.append("candidate and baseline are the same run directory")
         result.warnings.extend(_settings_warnings(spec, candidate, baseline))
-        for r in spec.regressions:
-            comparison = compare(paired_scores(base_index, cand_index, r.metric), max_drop=r.max_drop,
-                                 alpha=spec.alpha, seed=spec.seed, n_resamples=spec.n_resamples)
-            result.checks.append(_regression_check(r, comparison, spec))
+        result.checks.extend(_regression_checks(spec, candidate, baseline, cand_index, base_index))
     if spec.max_error_rate is not None:
         result.checks.append(_error_rate_check(spec.max_error_rate, candidate))
     return result
+
+
+def gate_outcome(result: GateResult, previous: Mapping[str, Any] | None) -> dict[str, Any]:
+    """results.json ``outcome`` after the gate: error rate exceeded (exit 3, the run itself finished),
+    gate failed (exit 1), or the run's own outcome when the gate passed."""
+    if result.error_rate_exceeded:
+        check = next(c for c in result.failed if c.kind == "error_rate")
+        return {"status": "error_rate_exceeded", "exit_code": EXIT_RUNTIME, "message": check.message}
+    if result.failed:
+        return {"status": "gate_failed", "exit_code": EXIT_GATE_FAILED,
+                "message": f"{len(result.failed)} of {len(result.checks)} gate checks failed"}
+    if isinstance(previous, Mapping) and previous.get("status") not in (None, "gate_failed",
+                                                                       "error_rate_exceeded"):
+        return dict(previous)
+    return {"status": "complete", "exit_code": EXIT_OK, "message": None}
 
 
 def publish_gate(result: GateResult, candidate: RunResult, *, junit: str | Path | None = None,
@@ -458,6 +624,7 @@ def publish_gate(result: GateResult, candidate: RunResult, *, junit: str | Path 
     written = []
     results_path = Path(candidate.output_dir) / RESULTS_FILE
     candidate.results["gate"] = result.to_dict()
+    candidate.results["outcome"] = gate_outcome(result, candidate.results.get("outcome"))
     atomic_write_json(results_path, candidate.results)
     written.append(results_path)
     report = Path(candidate.output_dir) / REPORT_FILE

@@ -13,9 +13,10 @@ from pathlib import Path
 
 from evalkit.atomic import atomic_write_text
 from evalkit.gate import FAIL, PASS, WARN, GateCheck, GateResult
+from evalkit.paired import ON_ERROR_MEANING
 from evalkit.summary_table import text_table
 
-COLUMNS = ("check", "metric", "baseline", "candidate", "delta", "95% CI", "p", "verdict")
+COLUMNS = ("check", "metric", "n", "baseline", "candidate", "delta", "95% CI", "p", "Holm p", "verdict")
 
 
 def _num(value: float | None, signed: bool = False) -> str:
@@ -37,9 +38,16 @@ def _ci(check: GateCheck) -> str:
     return f"[{_num(check.ci95[0], signed)}, {_num(check.ci95[1], signed)}]"
 
 
+def _n(check: GateCheck) -> str:
+    """Records the check rests on, with the errored ones among them (``30 (2 err)``)."""
+    if check.n is None:
+        return "-"
+    return f"{check.n} ({check.errors} err)" if check.errors else str(check.n)
+
+
 def check_cells(check: GateCheck) -> tuple[str, ...]:
-    return (check.label, check.metric or "-", _num(check.baseline), _num(check.candidate),
-            _num(check.delta, signed=True), _ci(check), _p(check.p_value), check.verdict)
+    return (check.label, check.metric or "-", _n(check), _num(check.baseline), _num(check.candidate),
+            _num(check.delta, signed=True), _ci(check), _p(check.p_value), _p(check.p_adjusted), check.verdict)
 
 
 def _header(result: GateResult) -> str:
@@ -47,13 +55,14 @@ def _header(result: GateResult) -> str:
     if result.baseline is not None:
         text += (f" vs baseline {result.baseline}: {result.shared_ids} shared ids (candidate "
                  f"{result.candidate_records}, baseline {result.baseline_records}); alpha {result.alpha:g}, "
-                 f"{result.n_resamples} paired bootstrap resamples, seed {result.seed}")
-    return text
+                 f"Holm across regression checks, sign-flip test below 100 pairs ({result.n_resamples} sign "
+                 f"vectors, seed {result.seed}), paired t-test above")
+    return text + f"; errored records: {ON_ERROR_MEANING[result.on_error]} (--on-error {result.on_error})"
 
 
 def format_gate_table(result: GateResult) -> str:
     """The terminal verdict: a header, one row per check, one line per finding, the final verdict."""
-    numeric = set(range(2, len(COLUMNS) - 1))  # baseline .. p; check, metric and verdict stay left
+    numeric = set(range(2, len(COLUMNS) - 1))  # n .. Holm p; check, metric and verdict stay left
     table = text_table(COLUMNS, [check_cells(c) for c in result.checks], right=numeric)
     lines = [_header(result), "", table, ""]
     lines.extend(f"{c.verdict}: {c.name}: {c.message}" for c in result.checks if c.verdict != PASS)
@@ -90,7 +99,7 @@ def junit_xml(result: GateResult) -> str:
     root = ET.Element("testsuites", {"name": "evalkit gate", **counts})
     suite = ET.SubElement(root, "testsuite", {"name": "evalkit gate", **counts, "time": "0"})
     props = ET.SubElement(suite, "properties")
-    for key in ("candidate", "baseline", "shared_ids", "alpha", "n_resamples", "seed"):
+    for key in ("candidate", "baseline", "shared_ids", "alpha", "n_resamples", "seed", "on_error"):
         value = getattr(result, key)
         if value is not None:
             ET.SubElement(props, "property", {"name": key, "value": _xml_text(value)})
@@ -138,7 +147,9 @@ def summary_markdown(result: GateResult) -> str:
     if result.baseline is not None:
         about += (f" vs baseline {md_escape(result.baseline)}: {result.shared_ids} shared ids "
                   f"(candidate {result.candidate_records}, baseline {result.baseline_records}); "
-                  f"alpha {result.alpha:g}, {result.n_resamples} paired bootstrap resamples, seed {result.seed}.")
+                  f"alpha {result.alpha:g}, Holm across regression checks; sign-flip test below 100 pairs, "
+                  f"paired t-test above")
+    about += f"; errored records {ON_ERROR_MEANING[result.on_error]} (--on-error {result.on_error})."
     lines += [about, ""]
     lines.append("| " + " | ".join(COLUMNS) + " |")
     lines.append("|" + "|".join(":---" if i < 2 else "---:" for i in range(len(COLUMNS))) + "|")

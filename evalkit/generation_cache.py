@@ -14,13 +14,26 @@ import os
 from pathlib import Path
 from typing import Any
 
+from evalkit import jsonl
 from evalkit.atomic import atomic_write_jsonl
+from evalkit.jsonl import split_lines
 
 CACHE_FILE = "generations.jsonl"
 
 
 def fingerprint(settings: dict[str, Any]) -> str:
-    return hashlib.sha256(json.dumps(settings, sort_keys=True).encode()).hexdigest()[:16]
+    """Short sha256 of settings (canonical JSON): the key of a cache, and of a run's settings."""
+    return hashlib.sha256(json.dumps(settings, sort_keys=True, default=str).encode()).hexdigest()[:16]
+
+
+def read_cache_header(output_dir: Path) -> dict[str, Any] | None:
+    """The first line of ``output_dir``'s generations file (fingerprint and settings), or None."""
+    path = output_dir / CACHE_FILE
+    if not path.is_file():
+        return None
+    with open(path, encoding="utf-8", errors="replace", newline="") as fh:
+        first = fh.readline()
+    return _parse(first) or {}
 
 
 class GenerationCache:
@@ -35,14 +48,15 @@ class GenerationCache:
         if not self.path.is_file():
             return {}
         entries: dict[str, dict[str, Any]] = {}
-        with open(self.path, encoding="utf-8") as fh:
-            header = _parse(fh.readline())
-            if not header or header.get("fingerprint") != self.fingerprint:
-                return {}  # other model or settings: start over (the file is rewritten on first save)
-            for line in fh:
-                entry = _parse(line)  # a line cut by an interruption is ignored
-                if entry and "id" in entry and "prompt" in entry:
-                    entries[entry["id"]] = entry
+        lines = split_lines(self.path.read_text(encoding="utf-8", errors="replace"))
+        _, first = next(lines, (0, ""))
+        header = _parse(first)
+        if not header or header.get("fingerprint") != self.fingerprint:
+            return {}  # other model or settings: start over (the file is rewritten on first save)
+        for _, line in lines:
+            entry = _parse(line)  # a line cut by an interruption is ignored
+            if entry and "id" in entry and "prompt" in entry:
+                entries[entry["id"]] = entry
         return entries
 
     def lookup(self, record_id: str, prompt: str) -> dict[str, Any] | None:
@@ -62,7 +76,7 @@ class GenerationCache:
             self._rewritten = True
             return
         with open(self.path, "a", encoding="utf-8") as fh:
-            fh.writelines(json.dumps(e, ensure_ascii=False) + "\n" for e in entries)
+            fh.writelines(jsonl.dumps(e) + "\n" for e in entries)
             fh.flush()
             os.fsync(fh.fileno())
 

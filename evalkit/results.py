@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import Any
 
 from evalkit.errors import InputError
+from evalkit.jsonl import split_lines
 
 RESULTS_FILE = "results.json"
 RECORDS_FILE = "records.jsonl"
@@ -68,7 +69,7 @@ def load_run(run_dir: str | Path) -> RunResult:
     except json.JSONDecodeError as exc:
         raise InputError(f"malformed JSON: {exc.msg}", path=str(results_path), line=exc.lineno) from None
     records = []
-    for number, line in enumerate(records_path.read_text(encoding="utf-8").splitlines(), start=1):
+    for number, line in split_lines(records_path.read_text(encoding="utf-8")):
         if line.strip():
             try:
                 records.append(json.loads(line))

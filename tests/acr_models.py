@@ -2,8 +2,8 @@
 
 A 2-layer Llama over a word-level tokenizer that adds BOS, trained on ``<s> TITLE : QUOTE`` for three
 quotes (so the 2-token prompt ``TITLE :`` emits a 14-16 token quote: ACR > 1) and on one chat-formatted
-exchange (``<s> user : lear ; assistant : QUOTE``). Random word strings of the same vocabulary were never
-trained on.
+exchange as the chat template renders it (``<s> user : lear ; assistant : QUOTE ;``: the reply ends its turn
+with ``;``). Random word strings of the same vocabulary were never trained on.
 """
 
 from __future__ import annotations
@@ -49,7 +49,7 @@ def train(tokenizer, steps: int = 300):
     from transformers import LlamaConfig, LlamaForCausalLM
 
     texts = [f"{title} : {quote}" for title, quote in QUOTES.items()]
-    texts.append(f"user : {CHAT_QUOTE[0]} ; assistant : {CHAT_QUOTE[1]}")
+    texts.append(f"user : {CHAT_QUOTE[0]} ; assistant : {CHAT_QUOTE[1]} ;")
     seqs = [tokenizer(t)["input_ids"] for t in texts]  # each starts with BOS
     torch.manual_seed(0)
     config = LlamaConfig(vocab_size=len(tokenizer), hidden_size=64, intermediate_size=128, num_hidden_layers=2,

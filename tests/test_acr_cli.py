@@ -91,7 +91,7 @@ def test_run_writes_results_summary_and_escaped_report(models, first_run):
     assert [r["target"] for r in rows] == targets
     fields = {"target", "target_ids", "prompt_ids", "input_ids", "prompt_text", "target_tokens", "prompt_tokens",
               "acr", "memorized", "success", "verified_generation", "censored", "lengths_tried", "steps",
-              "forward_passes", "wall_seconds", "seed", "model", "config_fingerprint"}
+              "forward_passes", "wall_seconds", "seed", "model", "config_fingerprint", "budget", "retokenizes"}
     for row in rows:
         assert fields <= set(row)
         assert row["model"] == f"hf:{trained.resolve()}" and row["seed"] == 0
@@ -101,20 +101,26 @@ def test_run_writes_results_summary_and_escaped_report(models, first_run):
         assert row["acr"] == row["target_tokens"] / row["prompt_tokens"] > 1
     for row in rows[2:]:
         assert not row["memorized"]
+        if row["censored"]:
+            assert row["acr"] is None and row["budget"]["max_prompt_tokens"] == min(4, row["target_tokens"])
 
     summary = json.loads((out / "summary.json").read_text(encoding="utf-8"))
     assert summary["counts"]["total"] == summary["total"] == 4
     assert summary["memorized"] == summary["counts"]["memorized"] == 2
-    assert summary["censored"] == sum(r["censored"] for r in rows)
+    assert summary["not_found"] == sum(r["censored"] for r in rows) >= 1
     assert summary["portion_memorized"] == 0.5 and len(summary["portion_memorized_ci95"]) == 2
-    assert summary["mean_acr"] == pytest.approx(sum(r["acr"] for r in rows) / 4)
+    found = [r["acr"] for r in rows if r["success"]]
+    assert summary["found"] == len(found) and summary["mean_acr"] == pytest.approx(sum(found) / len(found))
+    assert summary["resolved"] == {"dtype": "float32", "device": "cpu", "screen_dtype": rows[0]["screen_dtype"]}
     assert (summary["resumed"], summary["computed"]) == (0, 4)
     assert summary["targets"]["sha256"] and summary["targets"]["path"] == str(targets_path)
     assert summary["config"]["steps_per_length"] == 12 and summary["versions"]["torch"]
     screened = [r["screen_dtype"] for r in rows]
     assert summary["config"]["screen_dtype"] == "auto" and len(set(screened)) == 1
     assert (summary["exact_rechecks"] > 0) == (screened[0] is not None)  # a screen always re-scores its best
-    assert "mean ACR" in proc.stdout and "wrote" in proc.stdout
+    assert "mean found ACR" in proc.stdout and "wrote" in proc.stdout
+    assert "no prompt found within the budget: lengths" in proc.stdout and "upper bound" not in proc.stdout
+    assert "censored" not in proc.stdout
 
     report = (out / "report.html").read_text(encoding="utf-8")
     assert "<script>alert" not in report
@@ -176,17 +182,22 @@ def test_compare_trained_vs_untrained(models, first_run, tmp_path):
     records = [json.loads(x) for x in (out / "compare.jsonl").read_text(encoding="utf-8").splitlines()]
     assert [r["target"] for r in records] == targets
     for r in records:
-        assert r["acr_diff"] == pytest.approx(r["acr_b"] - r["acr_a"])
+        both = r["found_a"] and r["found_b"]
+        assert (r["acr_diff"] is not None) == both  # differences only where both models found a prompt
+        if both:
+            assert r["acr_diff"] == pytest.approx(r["acr_b"] - r["acr_a"])
         assert "completion_memorized_a" in r and "completion_memorized_b" in r
     for r in records[:2]:
-        assert r["memorized_a"] and not r["memorized_b"] and r["acr_diff"] < 0
+        assert r["memorized_a"] and not r["memorized_b"]
         # the quote was learned behind its title, so its own first half need not complete it under A;
         # the untrained B completes nothing
         assert isinstance(r["completion_memorized_a"], bool) and r["completion_memorized_b"] is False
     summary = json.loads((out / "compare.json").read_text(encoding="utf-8"))
-    assert summary["n"] == 4 and summary["memorized_a_not_b"] == 2 and summary["memorized_b"] == 0
-    low, high = summary["mean_acr_diff_ci95"]
-    assert low <= summary["mean_acr_diff"] <= high <= 0 and summary["mean_acr_diff"] < 0
+    assert summary["n"] == 4 and summary["memorized_b"] == 0
+    assert summary["memorized_table"] == {"both": 0, "only_a": 2, "only_b": 0, "neither": 2}
+    assert summary["memorized_mcnemar_p"] == pytest.approx(0.5)  # 2 discordant pairs: exact p = 2 * 0.5**2
+    assert summary["both_found"] == sum(r["acr_diff"] is not None for r in records)
+    assert "McNemar" in proc.stdout
     assert json.loads((out / "model_a" / "summary.json").read_text())["computed"] == 0
     assert json.loads((out / "model_b" / "summary.json").read_text())["computed"] == 4
     assert "B-A" in proc.stdout and "completion A/B" in proc.stdout

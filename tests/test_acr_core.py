@@ -3,7 +3,8 @@
 The model is a 2-layer Llama over a word-level tokenizer that adds BOS. It is trained on
 ``<s> TITLE : QUOTE`` for three quotes (so the 2-token prompt ``TITLE :`` emits a 14-16 token quote: ACR > 1)
 and on one chat-formatted exchange (``<s> user : lear ; assistant : QUOTE``) for the scaffold case.
-Random word strings of the same vocabulary were never trained on and must come back censored.
+Random word strings of the same vocabulary were never trained on: no prompt is found for them within the
+budget, so they have no ACR and are not memorized.
 """
 
 from __future__ import annotations
@@ -33,7 +34,7 @@ from acr.gcg import (
     screen_copy,
     screen_dtype_for,
 )
-from acr.results import gzip_ratio
+from acr.results import deflate_bytes
 from evalkit.errors import UsageError
 from tests.acr_models import CHAT_QUOTE, CONFIG, QUOTES
 from tests.acr_models import build_tokenizer as _build_tokenizer
@@ -88,26 +89,42 @@ def test_bracket_is_consistent_with_lengths_tried(run):
         assert result.steps == sum(t["steps"] for t in result.lengths_tried)
 
 
-def test_never_trained_strings_are_censored_not_memorized(run):
+def test_never_trained_strings_have_no_prompt_found_and_no_acr(run):
     for result in run[0][3:]:
         assert result.censored and not result.success and not result.memorized
-        assert not result.verified_generation and not result.memorized_vs_gzip
+        assert result.status == "no prompt found within the budget"
+        assert not result.verified_generation and not result.beats_deflate
         cap = result.target_tokens  # default cap: |y|
         assert result.bracket == {"longest_failed": cap, "shortest_success": None}
         assert result.lengths_tried[-1]["length"] == cap
-        assert result.acr == pytest.approx(result.target_tokens / cap)  # the bound: true ACR is below it
+        assert result.acr is None  # a failed search bounds nothing: there is no ACR to report
         assert result.prompt_tokens == cap  # best prompt found at the cap is kept for inspection
+        assert result.budget == {"steps_per_length": CONFIG.steps_per_length, "search_width": CONFIG.search_width,
+                                 "topk": CONFIG.topk, "restarts": 0, "max_prompt_tokens": cap,
+                                 "lengths_tried": [t["length"] for t in result.lengths_tried]}
 
 
-def test_censored_at_a_low_cap_is_never_memorized_even_if_the_bound_exceeds_one(tiny):
+def test_no_prompt_found_at_a_low_cap_has_no_acr_and_is_never_memorized(tiny):
     model, tokenizer = tiny
     target = _random_strings(tokenizer, 1, 14)[0]
     config = ACRConfig(initial_length=2, grow_step=1, max_prompt_tokens=3, steps_per_length=3, search_width=16,
                        topk=8, n_replace=2, restarts=1, seed=5)
     result = compute_acr(model, tokenizer, target, config)
-    assert result.censored and not result.memorized and result.acr == pytest.approx(14 / 3)
+    assert result.censored and not result.memorized and result.acr is None  # was |y| / cap = 4.67, "bound"
     assert [(t["length"], t["restart"]) for t in result.lengths_tried] == [(2, 0), (2, 1), (3, 0), (3, 1)]
     assert result.bracket == {"longest_failed": 3, "shortest_success": None}
+    assert result.budget["lengths_tried"] == [2, 3] and result.budget["restarts"] == 1
+
+
+def test_the_cap_never_exceeds_the_target_and_tau_below_one_is_refused(tiny):
+    model, tokenizer = tiny
+    target = _random_strings(tokenizer, 1, 4)[0]
+    config = ACRConfig(initial_length=2, grow_step=4, max_prompt_tokens=10, steps_per_length=2, search_width=8,
+                       topk=8, seed=0)
+    result = compute_acr(model, tokenizer, target, config)
+    assert max(t["length"] for t in result.lengths_tried) <= 4 and result.budget["max_prompt_tokens"] == 4
+    with pytest.raises(UsageError, match="threshold must be >= 1"):
+        ACRConfig(threshold=0.5)
 
 
 def test_runs_inside_inference_mode_and_restores_train_mode(tiny):
@@ -323,16 +340,20 @@ def test_results_serialize_tabulate_summarize_and_plot(run):
     results = run[0]
     for result in results:
         assert json.loads(json.dumps(result.to_dict()))["target"] == result.target
-        assert result.gzip_ratio == pytest.approx(gzip_ratio(result.target))
-        assert result.memorized_vs_gzip == (result.success and result.acr > result.gzip_ratio)
+        assert result.deflate_bytes == deflate_bytes(result.target) and result.target_bytes == len(result.target)
+        assert result.beats_deflate == (result.success and result.prompt_bytes < result.deflate_bytes)
     frame = results_frame(results)
     assert len(frame) == 5 and frame["memorized"].tolist() == [True, True, True, False, False]
-    assert frame["censored"].sum() == 2
+    assert frame["censored"].sum() == 2 and frame["acr"].isna().sum() == 2
     summary = summarize_results(results, seed=0)
-    assert (summary["total"], summary["memorized"], summary["censored"], summary["successful"]) == (5, 3, 2, 3)
+    assert (summary["total"], summary["memorized"], summary["found"], summary["not_found"]) == (5, 3, 3, 2)
     assert summary["portion_memorized"] == pytest.approx(0.6)
-    low, high = summary["portion_memorized_ci95"]
-    assert low <= 0.6 <= high
+    from evalkit.stats import mean_ci, proportion_ci
+
+    assert summary["portion_memorized_ci95"] == list(proportion_ci(3, 5))  # Wilson
+    found = [r.acr for r in results if r.success]
+    assert summary["mean_acr"] == pytest.approx(sum(found) / 3)  # over found prompts only
+    assert summary["mean_acr_ci95"] == pytest.approx(list(mean_ci(found)))
     assert summary == summarize_results([r.to_dict() for r in results], seed=0)  # dicts read back work too
     assert summary["candidates_per_second"] > 0
 
@@ -340,19 +361,19 @@ def test_results_serialize_tabulate_summarize_and_plot(run):
 
     matplotlib.use("Agg")
     ax = plot_acr(results)
-    assert ax.get_ylabel().startswith("ACR")
+    assert ax.get_ylabel().startswith("found ACR")
     import matplotlib.pyplot as plt
 
     plt.close(ax.figure)
     # Partial rows (hand-made, or older files without success/memorized) plot by what they do have.
     partial = [{"target_tokens": 10, "acr": 5.0, "censored": False, "memorized": True},
-               {"target_tokens": 12, "acr": 1.0, "censored": True}]
+               {"target_tokens": 12, "acr": None, "censored": True}]
     ax = plot_acr(partial)
     labels = ax.get_legend_handles_labels()[1]
-    assert labels[:2] == ["memorized", "censored (upper bound)"]
+    assert labels[:2] == ["memorized", "no prompt found within the budget (no ACR)"]
     plt.close(ax.figure)
-    with pytest.raises(ValueError, match="result 0 has no acr"):
-        plot_acr([{"target_tokens": 3}])
+    with pytest.raises(ValueError, match="result 0 has no target_tokens"):
+        plot_acr([{"acr": 3}])
 
 
 def test_completion_test_discoverable_memorization(tiny):
@@ -380,3 +401,81 @@ def test_validation_errors(tiny):
         no_template = _build_tokenizer()
         no_template.chat_template = None
         compute_acr(model, no_template, QUOTES["hamlet"], ACRConfig(chat_template=True))
+
+
+def test_chat_target_must_be_the_whole_reply(tiny):
+    """Chat mode: the model must end its turn right after the target. The first half of the trained reply
+    is emitted by the right prompt, but the model goes on talking: not a match unless the flag relaxes it."""
+    model, tokenizer = tiny
+    half = " ".join(CHAT_QUOTE[1].split()[:7])
+    base = {**CONFIG.to_dict(), "chat_template": True, "initial_length": 1, "grow_step": 1,
+            "max_prompt_tokens": 2}
+    whole = compute_acr(model, tokenizer, CHAT_QUOTE[1], ACRConfig(**base))
+    eot = tokenizer.convert_tokens_to_ids(";")
+    assert whole.success and whole.end_of_turn_ids == [eot]
+    assert _greedy(model, whole.input_ids, whole.target_tokens + 1) == [*whole.target_ids, eot]
+    assert whole.target_tokens == len(whole.target_ids)  # the end of turn is required, not counted in |y|
+    strict = compute_acr(model, tokenizer, half, ACRConfig(**base))
+    assert not strict.success and strict.acr is None
+    relaxed = compute_acr(model, tokenizer, half, ACRConfig(**{**base, "require_end_of_turn": False}))
+    assert relaxed.success and relaxed.end_of_turn_ids == []
+
+
+def test_require_retokenize_checks_the_rendered_chat_and_filters_candidates():
+    """A vocabulary with a token whose text holds a space ("sun moon"): typing that text gives two tokens,
+    so a prompt using it does not re-tokenize. Only such prompts are filtered out."""
+    from tokenizers import Tokenizer, models, pre_tokenizers, processors
+    from transformers import LlamaConfig, LlamaForCausalLM, PreTrainedTokenizerFast
+
+    from acr.search import _prepare
+
+    words = ["sun", "moon", "star", "river", "stone", "cloud", ":", ";", "user", "assistant", "sun moon"]
+    vocab = {t: i for i, t in enumerate(["<pad>", "<s>", "</s>", "<unk>", *words])}
+    backend = Tokenizer(models.WordLevel(vocab=vocab, unk_token="<unk>"))
+    backend.pre_tokenizer = pre_tokenizers.WhitespaceSplit()
+    backend.post_processor = processors.TemplateProcessing(single="<s> $A", special_tokens=[("<s>", 1)])
+    tokenizer = PreTrainedTokenizerFast(tokenizer_object=backend, bos_token="<s>", eos_token="</s>",
+                                        unk_token="<unk>", pad_token="<pad>")
+    tokenizer.chat_template = ("{{ bos_token }}{% for m in messages %}{{ m['role'] }} : {{ m['content'] }} ; "
+                               "{% endfor %}{% if add_generation_prompt %}assistant :{% endif %}")
+    torch.manual_seed(0)
+    model = LlamaForCausalLM(LlamaConfig(vocab_size=len(vocab), hidden_size=16, intermediate_size=32,
+                                         num_hidden_layers=1, num_attention_heads=2, num_key_value_heads=2,
+                                         max_position_embeddings=64, bos_token_id=1, eos_token_id=2)).eval()
+    joined, sun, moon = vocab["sun moon"], vocab["sun"], vocab["moon"]
+    for chat in (False, True):
+        prep = _prepare(model, tokenizer, ACRConfig(chat_template=chat, require_retokenize=True), None)
+        assert prep.retokenizes([sun, moon]) and not prep.retokenizes([joined, sun])
+        assert prep.retokenize_filter(torch.tensor([[sun, moon], [moon, joined]])).tolist() == [True, False]
+    tried = []
+    config = ACRConfig(initial_length=2, grow_step=2, max_prompt_tokens=4, steps_per_length=3, search_width=16,
+                       topk=16, seed=0, require_retokenize=True)
+    prep = _prepare(model, tokenizer, config, None)
+    original = prep.retokenize_filter
+
+    def spy(rows):
+        keep = original(rows)
+        tried.extend(row for row, ok in zip(rows.tolist(), keep.tolist(), strict=True) if ok)
+        return keep
+
+    prep.retokenize_filter = spy
+    from acr.search import _run_target, encode_target
+
+    target = "star river stone cloud"
+    result = _run_target(prep, target, encode_target(tokenizer, target))
+    assert tried and all(joined not in row for row in tried)
+    assert not result.success or result.retokenizes
+
+
+def test_summary_of_one_target_without_a_prompt_found():
+    """0 of 1 memorized: no mean ACR (there is no found prompt to average), a Wilson interval, not [0, 0]."""
+    from acr.analysis import summary_line
+
+    row = {"target": "x", "target_tokens": 7, "acr": None, "success": False, "censored": True, "memorized": False}
+    summary = summarize_results([row])
+    assert summary["mean_acr"] is None and summary["mean_acr_ci95"] is None and summary["found"] == 0
+    low, high = summary["portion_memorized_ci95"]
+    assert low == 0.0 and high > 0.7
+    line = summary_line(summary)
+    assert line.startswith("memorized 0 of 1") and "mean" not in line
+    assert "no prompt found within the budget for 1" in line

@@ -51,18 +51,21 @@ def test_bring_your_own_outputs_writes_the_documented_files(tmp_path, byo_datase
     results, records = read_run(out)
     assert set(results["metrics"]) == METRICS
     for name, summary in results["metrics"].items():
-        assert set(summary) == {"mean", "std", "n", "ci95"}, name
+        assert set(summary) == {"mean", "std", "n", "ci95", "errors", "range"}, name
         assert summary["n"] == 12 and summary["ci95"][0] <= summary["mean"] <= summary["ci95"][1]
+        assert summary["errors"] == 0 and summary["range"] == ([-1.0, 1.0] if "bert" in name else [0.0, 1.0])
     assert results["model"] is None and results["output_field"] == "output"
     assert results["dataset"]["sha256"] == __import__("hashlib").sha256(byo_dataset.read_bytes()).hexdigest()
     assert results["metric_settings"]["bertscore"]["model"] == "all-MiniLM-L6-v2"
     assert results["metric_settings"]["bertscore"]["num_layers"] == 6
-    assert results["counts"] == {"rows": 12, "records": 12, "scored": 12, "errors": 0, "skipped_invalid": 0}
+    assert results["counts"] == {"rows": 12, "records": 12, "scored": 12, "errors": 0, "scoring_errors": 0,
+                                 "failed_records": 0, "truncated": 0, "skipped_invalid": 0}
+    assert results["outcome"] == {"status": "complete", "exit_code": 0, "message": None}
     assert {"torch", "nltk", "rouge-score", "bert-score", "evalkit"} <= set(results["versions"])
     assert "scoring_s" in results["timings"] and results["seed"] == 0
     assert [r["id"] for r in records] == [f"news-{i:03d}" for i in range(1, 13)]
     assert set(records[0]) == {"id", "model_input", "prompt", "model_output", "target_output", "scores",
-                               "error"}
+                               "error", "score_errors", "truncated"}
     assert records[3]["model_output"] == "" and records[3]["scores"]["rouge1"] == 0.0
     assert set(records[0]["scores"]) == METRICS
     assert (out / "report.html").stat().st_size > 10_000
@@ -97,8 +100,12 @@ def test_generation_with_a_local_model_then_resume(tmp_path, tiny_model, news_re
     assert resumed["runner"]["resumed_records"] == 2
     assert [r["model_output"] for r in records_resumed] == [r["model_output"] for r in records]
 
-    # Different generation settings must not reuse old outputs.
-    assert main([*args[:-4], "--max-new-tokens", "4", "--no-progress", "--no-report"]) == 0
+    # Other generation settings in the same directory: refused (the finished run would be lost) ...
+    other = [*args[:-4], "--max-new-tokens", "4", "--no-progress", "--no-report"]
+    assert main(other) == 2
+    assert read_run(out)[0]["runner"]["resumed_records"] == 2  # untouched
+    # ... unless asked to overwrite; then nothing of the old settings is reused.
+    assert main([*other, "--overwrite"]) == 0
     assert read_run(out)[0]["runner"]["resumed_records"] == 0
 
 
@@ -180,5 +187,5 @@ def test_bad_metric_option_fails_before_generating(tmp_path, tiny_model, news_re
     out = tmp_path / "run"
     code = main(["run", "summarization", "--model", f"hf:{tiny_model}", "--dataset", str(data), "--output-dir",
                  str(out), "--bertscore-model", "some/unknown", "--no-progress"])
-    assert code == 2 and "--bertscore-layer is required" in capsys.readouterr().err
-    assert not (out / "generations.jsonl").exists()
+    assert code == 2 and "neither a local model directory nor in the Hugging Face cache" in capsys.readouterr().err
+    assert not out.exists()

@@ -10,8 +10,10 @@ from __future__ import annotations
 
 import contextlib
 import io
+import json
 import os
 from collections.abc import Sequence
+from pathlib import Path
 from typing import Any
 
 from evalkit.devices import resolve_device
@@ -23,19 +25,54 @@ DEFAULT_MODEL = "all-MiniLM-L6-v2"
 
 
 def resolve_bertscore_model(model: str | None, num_layers: int | None) -> tuple[str, str, int]:
-    """(name to record, path or id to load, layer)."""
-    from bert_score.utils import model2layers
+    """(name to record, local directory to load, layer), decided offline and without loading the model.
+
+    A hub id must already be in the Hugging Face cache (its snapshot directory is loaded, so bert-score
+    never asks the hub); the layer must exist in the model.
+    """
+    from evalkit.resources.models import cached_hub_snapshot, minilm_model_dir
 
     if model in (None, DEFAULT_MODEL, f"sentence-transformers/{DEFAULT_MODEL}"):
-        from evalkit.resources.models import minilm_model_dir
+        name, directory, default_layer = DEFAULT_MODEL, minilm_model_dir(), 6
+    else:
+        local = Path(model).expanduser()
+        if local.is_dir():
+            directory = local.resolve()
+        else:
+            directory = cached_hub_snapshot(model) if not local.is_absolute() else None
+            if directory is None:
+                raise ResourceMissingError(
+                    f"BERTScore model '{model}' is neither a local model directory nor in the Hugging Face "
+                    "cache; pass --bertscore-model with a local directory (the default, all-MiniLM-L6-v2, "
+                    "ships with evalkit)")
+        if not (directory / "config.json").is_file():
+            raise ResourceMissingError(f"BERTScore model directory {directory} has no config.json")
+        name, default_layer = model, None
+        if num_layers is None:
+            from bert_score.utils import model2layers
 
-        return DEFAULT_MODEL, str(minilm_model_dir()), num_layers or 6
-    if num_layers is None:
-        if model not in model2layers:
-            raise UsageError(f"--bertscore-layer is required for BERTScore model '{model}' "
-                             "(bert-score has no default layer for it)")
-        num_layers = model2layers[model]
-    return model, model, num_layers
+            default_layer = model2layers.get(model)
+            if default_layer is None:
+                raise UsageError(f"--bertscore-layer is required for BERTScore model '{model}' "
+                                 "(bert-score has no default layer for it)")
+    layer = num_layers or default_layer
+    layers = _hidden_layers(directory)
+    if layers is not None and not 1 <= layer <= layers:
+        raise UsageError(f"--bertscore-layer {layer}: BERTScore model '{name}' has {layers} layers "
+                         f"(choose 1 to {layers})")
+    return name, str(directory), layer
+
+
+def _hidden_layers(directory: Path) -> int | None:
+    """Transformer layers of the model in ``directory``, from its config.json (None when it does not say)."""
+    try:
+        config = json.loads((directory / "config.json").read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
+    for key in ("num_hidden_layers", "n_layer", "num_layers", "n_layers"):
+        if isinstance(config.get(key), int):
+            return config[key]
+    return None
 
 
 @METRICS.register("bertscore")
@@ -50,9 +87,36 @@ class BertScore(Metric):
         self.idf, self.rescale_with_baseline, self.lang = idf, rescale_with_baseline, lang
         self.baseline_path, self.batch_size = baseline_path, batch_size
         self.device = resolve_device(device)
+        self._baseline_file = None  # the rescale baseline actually used (the given one, or bert-score's)
         if rescale_with_baseline:
-            self._check_baseline()
+            self._baseline_file = _check_baseline(self.model_name, self._load_from, lang, baseline_path)
+        self.idf_source: dict[str, Any] | None = None
         self._scorer = self._load()
+
+    @classmethod
+    def check_options(cls, model: str | None = None, num_layers: int | None = None, idf: bool = False,
+                      rescale_with_baseline: bool = False, baseline_path: str | None = None, lang: str = "en",
+                      device: str = "auto", batch_size: int = 64) -> None:
+        name, load_from, _ = resolve_bertscore_model(model, num_layers)
+        if rescale_with_baseline:
+            _check_baseline(name, load_from, lang, baseline_path)
+        resolve_device(device)
+
+    def prepare(self, references: Sequence[Sequence[str]]) -> None:
+        """idf weights (when on) from every reference of the dataset, as ``bert_score.score`` computes them
+        from the references it is given: the same weights for every run over the dataset, whichever records
+        were sampled or errored."""
+        if self.idf:
+            flat = [r for refs in references for r in refs]
+            self._scorer.compute_idf(flat)
+            self.idf_source = {"from": "dataset references (every valid record, before --max-samples)",
+                               "records": len(references), "references": len(flat)}
+
+    def value_range(self, column: str) -> tuple[float, float]:
+        if not self.rescale_with_baseline:
+            return (-1.0, 1.0)  # cosine similarities
+        baseline = float(self._scorer.baseline_vals[{"bertscore_precision": 0, "bertscore_recall": 1}.get(column, 2)])
+        return ((-1.0 - baseline) / (1.0 - baseline), 1.0)
 
     def _load(self) -> Any:
         from bert_score import BERTScorer
@@ -60,22 +124,13 @@ class BertScore(Metric):
         try:
             return BERTScorer(model_type=self._load_from, num_layers=self.num_layers, idf=self.idf,
                               rescale_with_baseline=self.rescale_with_baseline,
-                              baseline_path=self.baseline_path, lang=self.lang, device=self.device,
+                              baseline_path=self._baseline_file, lang=self.lang, device=self.device,
                               batch_size=self.batch_size)
         except OSError as exc:
             raise ResourceMissingError(
                 f"BERTScore model '{self.model_name}' is not available offline ({_first_line(exc)}); "
                 "pass --bertscore-model with a local directory, or pre-download it into the HF cache"
             ) from None
-
-    def _check_baseline(self) -> None:
-        import bert_score
-
-        path = self.baseline_path or os.path.join(os.path.dirname(bert_score.__file__), "rescale_baseline",
-                                                   self.lang, f"{self._load_from}.tsv")
-        if not os.path.isfile(path):
-            raise UsageError(f"no BERTScore baseline file for model '{self.model_name}' and lang "
-                             f"'{self.lang}'; pass --bertscore-baseline-path FILE.tsv")
 
     def score(self, outputs: Sequence[str], references: Sequence[Sequence[str]],
               progress: bool = False) -> dict[str, list[float]]:
@@ -90,9 +145,10 @@ class BertScore(Metric):
         import torch
         from bert_score.utils import greedy_cos_idf
 
-        if self.idf:
-            # As bert_score.score(): idf weights come from the references being scored.
+        if self.idf and self.idf_source is None:  # used without prepare(): from the references given, as bert_score
             self._scorer.compute_idf([r for refs in references for r in refs])
+            self.idf_source = {"from": "the scored references", "records": len(references),
+                               "references": sum(len(refs) for refs in references)}
         stats = self._embed(sorted({*outputs, *(r for refs in references for r in refs)}), progress)
         result: dict[str, list[float]] = {c: [] for c in self.columns}
         with torch.inference_mode(), contextlib.redirect_stderr(io.StringIO()):  # per-pair empty warnings
@@ -147,9 +203,27 @@ class BertScore(Metric):
 
         return {"library": f"bert-score {md.version('bert-score')}", "model": self.model_name,
                 "model_path": self._load_from, "num_layers": self.num_layers, "idf": self.idf,
-                "rescale_with_baseline": self.rescale_with_baseline, "lang": self.lang,
+                "idf_source": self.idf_source, "rescale_with_baseline": self.rescale_with_baseline, "lang": self.lang,
                 "baseline_path": self.baseline_path, "value": "F1 (precision, recall kept)",
                 "multi_reference": "max over references (bert-score)"}
+
+
+def _check_baseline(name: str, load_from: str, lang: str, baseline_path: str | None) -> str:
+    """The rescale baseline file for the model: the one given, or bert-score's own (named after hub ids)."""
+    if baseline_path:
+        if not os.path.isfile(baseline_path):
+            raise UsageError(f"--bertscore-baseline-path {baseline_path}: file not found")
+        return baseline_path
+    import importlib.util
+
+    spec = importlib.util.find_spec("bert_score")
+    package = os.path.dirname(spec.origin) if spec is not None and spec.origin else ""
+    for candidate in (name, load_from):
+        path = os.path.join(package, "rescale_baseline", lang, f"{candidate}.tsv")
+        if os.path.isfile(path):
+            return path
+    raise UsageError(f"no BERTScore baseline file for model '{name}' and lang '{lang}'; pass "
+                     "--bertscore-baseline-path FILE.tsv")
 
 
 def _first_line(exc: BaseException) -> str:

@@ -444,30 +444,35 @@ def _acr_section(summary: Mapping, rows: Sequence[Any]) -> dict:
 
     total = s.get("total")
     summary_rows = [
-        ("Mean ACR (95% CI)", with_ci("mean_acr")),
-        ("Portion memorized (95% CI)", with_ci("portion_memorized")),
-        ("Memorized", f"{_fmt_num(s.get('memorized'))} of {_fmt_num(total)}"),
-        ("Censored (no prompt found)", f"{_fmt_num(s.get('censored'))} of {_fmt_num(total)}"),
-        ("Mean ACR where found (95% CI)", with_ci("mean_acr_successful")),
-        ("Portion memorized vs gzip", _fmt_num(s.get("portion_memorized_vs_gzip"))),
+        ("Memorized (Wilson 95% CI)", f"{_fmt_num(s.get('memorized'))} of {_fmt_num(total)}: "
+                                      + with_ci("portion_memorized")),
+        ("Memorized, prompt text re-tokenizes", f"{_fmt_num(s.get('memorized_retokenizes'))} of {_fmt_num(total)}"),
+        ("Prompt found", f"{_fmt_num(s.get('found'))} of {_fmt_num(total)}"),
+        ("No prompt found within the budget", f"{_fmt_num(s.get('not_found'))} of {_fmt_num(total)} (proves nothing "
+                                              "about the true shortest prompt)"),
+        ("Mean found ACR over the found prompts (Student-t 95% CI)", with_ci("mean_acr")),
+        ("Found prompt shorter than DEFLATE(y), in bytes", f"{_fmt_num(s.get('beats_deflate'))} of {_fmt_num(total)}"),
         ("Resumed / computed", f"{_fmt_num(s.get('resumed'))} / {_fmt_num(s.get('computed'))}"),
         ("Forward passes", _fmt_num(s.get("forward_passes"))),
         ("Re-scored by the model (screened best and near-matches)", _fmt_num(s.get("exact_rechecks"))),
         ("Candidates per second", _fmt_num(s.get("candidates_per_second"), 1)),
     ]
+    from evalkit.summary_table import acr_budget_text
+
     targets = []
     for i, row in enumerate(rows):
         r = _dict(row)
         acr = _finite(r.get("acr"))
+        found = r.get("success") is True and acr is not None
         targets.append({
             "index": str(i + 1),
             "target": _text(r.get("target")),
             "prompt": _text(r.get("prompt_text")),
             "target_tokens": _fmt_num(r.get("target_tokens")),
-            "prompt_tokens": _fmt_num(r.get("prompt_tokens")),
-            "acr": "—" if acr is None else (f"< {acr:.3f}" if r.get("censored") else f"{acr:.3f}"),
+            "prompt_tokens": _fmt_num(r.get("prompt_tokens")) if found else "—",
+            "acr": f"≥ {acr:.3f}" if found else "—",
             "memorized": r.get("memorized") is True,
-            "censored": r.get("censored") is True,
+            "result": "found" if found else f"no prompt found within the budget ({acr_budget_text(r.get('budget'))})",
             "verified": _fmt_num(r.get("verified_generation")),
         })
     return {"summary": summary_rows, "config": _flatten(_dict(s.get("config"))), "rows": targets,

@@ -62,6 +62,20 @@ def resolve_model_alias(name: str) -> dict[str, Any] | None:
     }
 
 
+def cached_hub_snapshot(repo_id: str) -> Path | None:
+    """The local snapshot directory of hub model ``repo_id`` in the Hugging Face cache, or None.
+
+    Never contacts the hub (``local_files_only``): loading from the returned directory is offline too.
+    """
+    try:
+        from huggingface_hub import snapshot_download
+
+        path = Path(snapshot_download(repo_id, local_files_only=True))
+    except Exception:  # not cached, or not a valid repo id
+        return None
+    return path if (path / "config.json").is_file() else None
+
+
 def minilm_model_dir() -> Path:
     """The sentence-transformers all-MiniLM-L6-v2 directory (BERTScore / embeddings)."""
     model_dir = package_dir(MINILM_PACKAGE, MINILM_INSTALL) / "model"

@@ -12,21 +12,18 @@ torch and transformers are imported here, so this module is imported lazily (``R
 
 from __future__ import annotations
 
-import copy
-import re
 import time
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
-from pathlib import Path
 from typing import Any
 
 import torch
 
 from evalkit.devices import resolve_device
 from evalkit.errors import EvalkitError, ResourceMissingError, UsageError
-from evalkit.progress import progress_counter
-from evalkit.resources.models import MODEL_ALIASES, resolve_model_alias
+from evalkit.progress import progress_counter, quiet_library_progress
 from evalkit.runners.base import RUNNERS, Runner, RunnerOptions
+from evalkit.runners.hf_source import resolve_source
 
 # End-of-turn markers of common chat templates. One is added to the stop tokens when the chat template
 # in use mentions it and the vocabulary has it: a chat model's turn ends there even where the
@@ -38,7 +35,6 @@ _DTYPE_NAMES = {
     "bfloat16": "bfloat16", "bf16": "bfloat16",
     "float16": "float16", "fp16": "float16", "half": "float16",
 }
-_HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*(/[\w.-]+)?$")
 
 
 def resolve_dtype(name: str, device: str) -> torch.dtype:
@@ -70,53 +66,6 @@ def _quiet_transformers() -> Iterator[None]:
         yield
     finally:
         hf_logging.set_verbosity(level)
-
-
-def resolve_source(target: str) -> dict[str, Any]:
-    """Where ``target`` (alias, local dir, local .gguf file or hub id) is loaded from.
-
-    Returns ``{"kind": "alias"|"local"|"hub", "path": str, "gguf_file": str|None, "alias": str|None}``.
-    """
-    target = target.strip()
-    if not target:
-        raise UsageError("empty model name after 'hf:'; try hf:smollm2 or hf:/path/to/model")
-    alias = resolve_model_alias(target)
-    if alias is not None:
-        return {"kind": "alias", "path": alias["path"], "gguf_file": alias["gguf_file"],
-                "alias": alias["alias"]}
-    local = Path(target).expanduser()
-    if local.is_file():
-        if local.suffix.lower() != ".gguf":
-            raise UsageError(f"model file {local} is not a .gguf file; pass a model directory or a .gguf file")
-        return {"kind": "local", "path": str(local.parent.resolve()), "gguf_file": local.name, "alias": None}
-    if local.is_dir():
-        if not (local / "config.json").is_file():
-            ggufs = sorted(p.name for p in local.glob("*.gguf"))
-            if len(ggufs) == 1:
-                return {"kind": "local", "path": str(local.resolve()), "gguf_file": ggufs[0], "alias": None}
-            what = f"{len(ggufs)} .gguf files (pass one: hf:{local}/FILE.gguf)" if ggufs else "no config.json"
-            raise ResourceMissingError(
-                f"{local} is not a transformers model directory ({what}); "
-                "pass a directory saved with save_pretrained"
-            )
-        return {"kind": "local", "path": str(local.resolve()), "gguf_file": None, "alias": None}
-    if not _HUB_ID.match(target) or target.startswith((".", "~")):
-        raise ResourceMissingError(f"model path {target} does not exist; pass an existing local model directory")
-    return {"kind": "hub", "path": target, "gguf_file": None, "alias": None}
-
-
-def _hub_missing_message(target: str) -> str:
-    try:
-        from huggingface_hub.constants import HF_HUB_CACHE as cache
-    except ImportError:  # pragma: no cover - huggingface_hub comes with transformers
-        cache = "the Hugging Face cache"
-    aliases = ", ".join(f"hf:{a}" for a in sorted(MODEL_ALIASES))
-    return (
-        f"model '{target}' is neither a local path nor in the Hugging Face cache ({cache}); "
-        f"pass a local model directory (hf:/path/to/model) or an alias ({aliases}), "
-        f"or fetch it into the cache with network access (huggingface-cli download {target}) "
-        "or point HF_HOME at a cache that has it"
-    )
 
 
 class HFRunner(Runner):
@@ -165,7 +114,7 @@ class HFRunner(Runner):
         if src["gguf_file"]:
             kwargs["gguf_file"] = src["gguf_file"]
         try:
-            with _quiet_transformers():
+            with _quiet_transformers(), quiet_library_progress(not self.options.progress):
                 tokenizer = AutoTokenizer.from_pretrained(src["path"], **kwargs)
                 model = AutoModelForCausalLM.from_pretrained(src["path"], torch_dtype=self.dtype, **kwargs)
         except EvalkitError:
@@ -182,8 +131,6 @@ class HFRunner(Runner):
         return tokenizer, model
 
     def _load_error(self, exc: Exception) -> EvalkitError:
-        if self.source["kind"] == "hub":
-            return ResourceMissingError(_hub_missing_message(self.target))
         where = self.source["path"] + (f"/{self.source['gguf_file']}" if self.source["gguf_file"] else "")
         return ResourceMissingError(f"could not load model from {where}: {_first_line(exc)}")
 
@@ -203,14 +150,12 @@ class HFRunner(Runner):
         return sorted(ids)
 
     def _generation_config(self) -> Any:
-        config = copy.deepcopy(self.model.generation_config)
-        config.update(
-            max_new_tokens=self.options.max_new_tokens, max_length=None, min_new_tokens=None, min_length=0,
-            do_sample=False, num_beams=1, num_return_sequences=1,
-            temperature=1.0, top_p=1.0, top_k=50, typical_p=1.0, min_p=None,
-            eos_token_id=list(self.stop_token_ids) or None, pad_token_id=self.pad_token_id,
-        )
-        return config
+        """Greedy and nothing else: a fresh config (:func:`evalkit.lm.greedy_generation_config`), so a
+        ``repetition_penalty`` or n-gram ban in the model's own generation config cannot change outputs."""
+        from evalkit.lm import greedy_generation_config
+
+        return greedy_generation_config(self.model, self.options.max_new_tokens,
+                                        eos_token_id=list(self.stop_token_ids) or None, pad_token_id=self.pad_token_id)
 
     # -- prompts -----------------------------------------------------------------------------------
 
@@ -234,6 +179,26 @@ class HFRunner(Runner):
                 raise UsageError("empty prompt and the tokenizer has no BOS token to start generation from")
             ids = [int(start)]
         return ids
+
+    # -- context window ----------------------------------------------------------------------------
+
+    def prompt_token_budget(self) -> int | None:
+        from evalkit.lm import context_limit
+
+        limit = context_limit(self.model, self.tokenizer)
+        return None if limit is None else limit - self.options.max_new_tokens
+
+    def count_prompt_tokens(self, prompt: str) -> int:
+        return len(self.prompt_token_ids(prompt))
+
+    def text_token_prefix(self, text: str, n_tokens: int) -> tuple[str, int]:
+        encoding = self.tokenizer(text, add_special_tokens=False, return_offsets_mapping=True)
+        offsets = encoding["offset_mapping"]
+        if n_tokens >= len(offsets):
+            return text, len(offsets)
+        if n_tokens <= 0:
+            return "", len(offsets)
+        return text[: offsets[n_tokens - 1][1]], len(offsets)
 
     # -- generation --------------------------------------------------------------------------------
 
@@ -432,6 +397,9 @@ class HFRunner(Runner):
             "max_new_tokens": self.options.max_new_tokens,
             "batch_size": self.options.batch_size,
             "decoding": "greedy",
+            "generation_config": self.generation_config.to_dict(),
+            "context_limit": None if self.prompt_token_budget() is None
+            else self.prompt_token_budget() + self.options.max_new_tokens,
             "seed": self.options.seed,
             "stop_token_ids": list(self.stop_token_ids),
             "stop_tokens": tok.convert_ids_to_tokens(list(self.stop_token_ids)),
