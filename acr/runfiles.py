@@ -4,13 +4,14 @@
     One line per finished target: :meth:`acr.results.ACRResult.to_dict` plus ``config_fingerprint``.
     Appended, flushed and fsynced as each target finishes, so an interrupted run loses no finished target.
 ``DIR/summary.json``
-    :func:`acr.summarize_results` (mean ACR, portion memorized, bootstrap 95% CIs, counts) plus run
-    metadata; written atomically.
+    :func:`acr.summarize_results` (mean found ACR with a Student-t CI, portion memorized with a Wilson CI,
+    counts) plus run metadata (the resolved dtype, device and screen dtype among it); written atomically.
 ``DIR/report.html``
     The HTML report (written by the command).
 
 Resuming: a row is reused when its target text, model, seed and config fingerprint all match the
-current run; every other target is computed. An interruption can leave a half-written last line; it is
+current run (the fingerprint covers the config and what it resolved to on this machine: model dtype,
+device and screen dtype); every other target is computed. An interruption can leave a half-written last line; it is
 dropped (the file is rewritten atomically without it) before the run goes on. Rows of a *different*
 run (other model, seed or config) are never mixed in: the directory is refused instead.
 """

@@ -29,9 +29,12 @@ of at most nanoGCG's final length (the whole search's time when nanoGCG found no
 
 GCG is stochastic: one seed's outcome on one target swings widely for either side (nanoGCG found 5- and
 29-token prompts for the same target with two seeds), so the verdict is taken over all targets and
-seeds: exit status 0 when evalkit's summed time to nanoGCG's prompt lengths is at least 3x shorter and
-its prompts are at least as short overall (no fewer targets found, mean ACR with censored as 0 no
-lower); otherwise 1. Runs where evalkit's prompt ended longer are listed, never hidden.
+seeds, and both sides are charged alike: the time to a verified prompt no longer than nanoGCG's is
+summed over every run, with evalkit's whole search time on a run where it never got there (and
+nanoGCG's whole search time where nanoGCG found nothing). Exit status 0 when that sum is at least 3x
+shorter for evalkit and evalkit found no fewer prompts; otherwise 1. Also printed: total wall time of
+each side, prompts found, and the mean found ACR over the prompts each side found (one convention with
+``acr.summarize_results``). Runs where evalkit's prompt ended longer are listed, never hidden.
 """
 
 from __future__ import annotations
@@ -144,7 +147,7 @@ def _row(result: Any, total: float, flops: FlopTable, rates: dict[str, float]) -
     per_second = useful / total / 1e9
     return {
         "success": result.success, "prompt_tokens": result.prompt_tokens if result.success else None,
-        "acr": result.acr, "censored": result.censored,
+        "acr": result.acr, "censored": result.censored, "budget": result.budget,
         "steps": result.steps, "candidates": result.forward_passes, "wall_seconds": total,
         "seconds_to_final_prompt": seconds_to_reach(result.lengths_tried, total, result.prompt_tokens)
         if result.success else None,
@@ -159,14 +162,18 @@ def _row(result: Any, total: float, flops: FlopTable, rates: dict[str, float]) -
 
 
 def compare(row: dict[str, Any]) -> dict[str, Any]:
-    """evalkit vs nanoGCG on one target: time to nanoGCG's prompt length (or total time when it found none)."""
+    """evalkit vs nanoGCG on one target: time to nanoGCG's prompt length (or total time when it found none).
+
+    Both sides are charged alike: where evalkit never held a prompt that short, its whole search time is
+    what it cost (``evalkit_seconds``), and the run counts as not reached."""
     ours, theirs = row["evalkit"], row["nanogcg"]
     if theirs["success"]:
         length = theirs["prompt_tokens"]
         mine = seconds_to_reach(ours["lengths_tried"], ours["wall_seconds"], length)
+        charged = mine if mine is not None else ours["wall_seconds"]
         return {"basis": f"to a prompt of <= {length} tokens", "nanogcg_seconds": theirs["seconds_to_final_prompt"],
-                "evalkit_seconds": mine, "same_or_shorter": mine is not None,
-                "speedup": theirs["seconds_to_final_prompt"] / mine if mine else None}
+                "evalkit_seconds": charged, "same_or_shorter": mine is not None,
+                "speedup": theirs["seconds_to_final_prompt"] / charged}
     return {"basis": "whole search (nanoGCG found none)", "nanogcg_seconds": theirs["wall_seconds"],
             "evalkit_seconds": ours["wall_seconds"], "same_or_shorter": True,
             "speedup": theirs["wall_seconds"] / ours["wall_seconds"]}
@@ -189,16 +196,16 @@ def _compare_target(target: str, seed: int, sides: dict[str, Any], prepared: dic
             row[side]["stopped_without_match"] = optimizer.stopped_without_match
         r = row[side]
         found = f"{r['prompt_tokens']}-token prompt in {r['seconds_to_final_prompt']:.1f} s" if r["success"] \
-            else f"censored (ACR <= {r['acr']:.2f})"
+            else "no prompt found within the budget"
         print(f"  {target[:36]!r:38} {side:13} {found:26} {r['wall_seconds']:6.1f} s in all  "
               f"{r['candidates']:5d} cand {r['candidates_per_second']:5.1f}/s  "
               f"{100 * r['share_of_float32_matmul']:5.1f}% f32 / {100 * r['share_of_bfloat16_matmul']:4.1f}% "
               "bf16 matmul", flush=True)
     row["comparison"] = compare(row)
     c = row["comparison"]
-    speedup = f"{c['speedup']:.2f}x" if c["speedup"] else "evalkit did not reach it"
+    reached = "" if c["same_or_shorter"] else " (evalkit never got there: its whole search charged)"
     print(f"  -> seed {seed}: {c['basis']}: nanoGCG {c['nanogcg_seconds']:.1f} s, evalkit "
-          f"{c['evalkit_seconds'] or float('nan'):.1f} s: {speedup}", flush=True)
+          f"{c['evalkit_seconds']:.1f} s{reached}: {c['speedup']:.2f}x", flush=True)
     return row
 
 
@@ -235,12 +242,14 @@ def main(argv: list[str] | None = None) -> int:
     runner = create_runner(args.model, RunnerOptions(device="cpu", dtype="float32", use_chat_template=False,
                                                      progress=False))
     model, tokenizer = runner.model, runner.tokenizer
-    common = {"steps_per_length": args.steps, "search_width": args.search_width, "topk": args.topk,
-              "allow_non_ascii": False}
+    # The prompt space is ACRConfig's default (printable ASCII, no special tokens): the same as the CLI's and
+    # the API's, and as nanoGCG's own filter.
+    common = {"steps_per_length": args.steps, "search_width": args.search_width, "topk": args.topk}
     sides = {"evalkit": {}, "nanogcg": {"screen_dtype": "none"}}
     if args.also_exact:
         sides["evalkit_exact"] = {"screen_dtype": "none"}
-    allowed = allowed_token_mask(tokenizer, model.get_input_embeddings().weight.shape[0], allow_non_ascii=False)
+    allowed = allowed_token_mask(tokenizer, model.get_input_embeddings().weight.shape[0],
+                                 allow_non_ascii=ACRConfig().allow_non_ascii)
     not_allowed = get_nonascii_toks(tokenizer, device=model.device)  # nanoGCG's own filter, built once
 
     print(f"model {args.model} (float32, CPU, {args.threads} threads); nanogcg {version('nanogcg')}; "
@@ -277,27 +286,39 @@ def main(argv: list[str] | None = None) -> int:
     summary["same_or_shorter_on_every_target"] = reached
     summary["speedup_geometric_mean"] = statistics.geometric_mean(speedups) if speedups else None
     summary["speedup_min"] = min(speedups) if speedups else None
-    summary["mean_acr_censored_as_zero"] = {
-        side: statistics.mean(row[side]["acr"] if row[side]["success"] else 0.0 for row in rows) for side in sides}
-    summary["seconds_to_same_or_shorter"] = {
+    summary["mean_found_acr"] = {}
+    for side in sides:
+        found = [row[side]["acr"] for row in rows if row[side]["success"]]
+        summary["mean_found_acr"][side] = {"mean": statistics.mean(found) if found else None, "found": len(found)}
+    summary["seconds_to_same_or_shorter"] = {  # every run counted on both sides
         "nanogcg": sum(c["nanogcg_seconds"] for c in comparisons),
-        "evalkit": sum(c["evalkit_seconds"] for c in comparisons if c["evalkit_seconds"] is not None)}
+        "evalkit": sum(c["evalkit_seconds"] for c in comparisons)}
+    summary["total_wall_seconds"] = {side: summary[side]["wall_seconds"] for side in sides}
     summary["speedup_candidates_per_second"] = (summary["evalkit"]["candidates_per_second"]
                                                 / summary["nanogcg"]["candidates_per_second"])
     totals = summary["seconds_to_same_or_shorter"]
-    print(f"time to the same or a shorter prompt than nanoGCG's: nanoGCG {totals['nanogcg']:.1f} s, evalkit "
-          f"{totals['evalkit']:.1f} s ({totals['nanogcg'] / totals['evalkit']:.2f}x); per target geometric mean "
+    wall = summary["total_wall_seconds"]
+    print(f"total wall time: nanoGCG {wall['nanogcg']:.1f} s, evalkit {wall['evalkit']:.1f} s "
+          f"({wall['nanogcg'] / wall['evalkit']:.2f}x)")
+    print(f"time to the same or a shorter prompt than nanoGCG's, every run charged (evalkit's whole search where it "
+          f"never got there): nanoGCG {totals['nanogcg']:.1f} s, evalkit {totals['evalkit']:.1f} s "
+          f"({totals['nanogcg'] / totals['evalkit']:.2f}x); per run geometric mean "
           f"{summary['speedup_geometric_mean']:.2f}x, lowest {summary['speedup_min']:.2f}x; candidates/s "
           f"{summary['speedup_candidates_per_second']:.2f}x")
     print("evalkit reached the same or a shorter prompt on every target and seed" if reached else
           "evalkit's prompt ended longer than nanoGCG's on: "
           + ", ".join(f"{row['target']!r} (seed {row['seed']})" for row in rows
                       if not row["comparison"]["same_or_shorter"]))
-    acr = summary["mean_acr_censored_as_zero"]
-    summary["passed"] = (totals["nanogcg"] >= 3 * totals["evalkit"] and acr["evalkit"] >= acr["nanogcg"]
+    acr = summary["mean_found_acr"]
+
+    def mean_text(side: str) -> str:
+        m = acr[side]
+        return f"{m['mean']:.2f} over {m['found']} found" if m["mean"] is not None else "no prompt found"
+
+    summary["passed"] = (totals["nanogcg"] >= 3 * totals["evalkit"]
                          and summary["evalkit"]["found"] >= summary["nanogcg"]["found"])
-    print(f"mean ACR (censored as 0): evalkit {acr['evalkit']:.2f}, nanoGCG {acr['nanogcg']:.2f}; "
-          f"target (>= 3x to the same or shorter prompts, over all targets and seeds): "
+    print(f"mean found ACR: evalkit {mean_text('evalkit')}, nanoGCG {mean_text('nanogcg')}; target (>= 3x to the "
+          f"same or shorter prompts over all runs, no fewer prompts found): "
           f"{'met' if summary['passed'] else 'NOT met'}")
     if args.json:
         args.json.parent.mkdir(parents=True, exist_ok=True)

@@ -7,7 +7,8 @@
 and DIR/report.html; re-running with the same DIR computes only the targets not yet in results.jsonl
 (see :mod:`acr.runfiles`). ``compare`` runs both models in DIR/model_a and DIR/model_b (so it resumes
 too), adds the completion test for each model, and writes DIR/compare.jsonl and DIR/compare.json with
-paired differences B - A and a bootstrap CI of their mean.
+a paired memorized / not-memorized table with an exact McNemar test, and found-ACR differences B - A
+(with a Student-t CI of their mean) on the targets where both models found a prompt.
 
 Only argparse is imported at module level: torch, transformers, numpy and pandas load inside the commands.
 """
@@ -106,8 +107,9 @@ def add_acr_commands(commands: argparse._SubParsersAction) -> None:
     _add_common(run)
     compare = actions.add_parser("compare", help="ACR and completion test of two models, target by target",
                                  description="Run ACR for model A and model B (e.g. original vs unlearned) "
-                                             "on the same targets; paired differences B - A with a bootstrap "
-                                             "CI, and the completion test for both.")
+                                             "on the same targets; memorized A vs B with an exact McNemar test, "
+                                             "found-ACR differences B - A where both found a prompt, and the "
+                                             "completion test for both.")
     compare.add_argument("--model", required=True, action="append", metavar="SPEC",
                          help="model spec; give it twice: A then B")
     compare.add_argument("--output-dir", metavar="DIR",

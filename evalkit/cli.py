@@ -172,10 +172,6 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.command is None:
         parser.print_help()
         return EXIT_USAGE
-    if getattr(args, "no_progress", False):
-        # Before any library imports tqdm: bars that libraries draw themselves (e.g. while a model loads)
-        # read this default when tqdm is imported.
-        os.environ.setdefault("TQDM_DISABLE", "1")
     try:
         if args.command == "run":
             return _run(args)

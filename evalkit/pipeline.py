@@ -107,10 +107,12 @@ def _run(config: RunConfig, task: Task, template: str, data: LoadedDataset, sett
          generation: dict[str, Any] | None, metric_options: dict[str, dict[str, Any]], output_dir: Path,
          started: float) -> RunResult:
     from evalkit.metrics.base import build_metrics
+    from evalkit.progress import quiet_library_progress
 
     timings: dict[str, float] = {}
     start = time.perf_counter()
-    metrics = build_metrics(task.metrics, metric_options)
+    with quiet_library_progress(not config.progress):
+        metrics = build_metrics(task.metrics, metric_options)
     for metric in metrics:
         metric.prepare(data.all_references)
     timings["metrics_load_s"] = round(time.perf_counter() - start, 3)

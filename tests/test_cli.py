@@ -32,6 +32,7 @@ def byo_dataset(tmp_path, news_records) -> Path:
 
 def evalkit_cli(*args: str, cwd: Path = ROOT) -> subprocess.CompletedProcess:
     env = {**os.environ, "HF_HUB_OFFLINE": "1"}
+    env.pop("TQDM_DISABLE", None)  # progress must be silenced by --no-progress itself
     return subprocess.run([sys.executable, "-m", "evalkit", *args], capture_output=True, text=True, cwd=cwd,
                           env=env, timeout=600)
 
@@ -176,6 +177,7 @@ def test_smollm2_end_to_end(tmp_path, news_records):
     proc = evalkit_cli("run", "summarization", "--model", "hf:smollm2", "--dataset", str(data),
                        "--output-dir", str(out), "--max-new-tokens", "40", "--no-progress")
     assert proc.returncode == 0, proc.stderr
+    assert proc.stderr == ""  # --no-progress: not even the GGUF loader's dequantization bar
     results, records = read_run(out)
     assert all(r["model_output"] and "<|im_start|>" not in r["model_output"] for r in records)
     assert results["metrics"]["bertscore"]["mean"] > 0.3 and results["metrics"]["rouge1"]["mean"] > 0.1
@@ -189,3 +191,23 @@ def test_bad_metric_option_fails_before_generating(tmp_path, tiny_model, news_re
                  str(out), "--bertscore-model", "some/unknown", "--no-progress"])
     assert code == 2 and "neither a local model directory nor in the Hugging Face cache" in capsys.readouterr().err
     assert not out.exists()
+
+
+def test_bertscore_idf_comes_from_the_dataset_whatever_is_sampled(tmp_path, byo_dataset):
+    """idf weights are a property of the dataset: a --max-samples run scores its records exactly as the
+    full run does (they used to come from whichever references were scored)."""
+    runs = {}
+    for name, extra in (("full", []), ("sample", ["--max-samples", "5", "--seed", "3"])):
+        out = tmp_path / name
+        assert main(["run", "summarization", "--dataset", str(byo_dataset), "--output-field", "output",
+                     "--output-dir", str(out), "--bertscore-idf", "--no-progress", "--no-report", *extra]) == 0
+        runs[name] = read_run(out)
+    full = {r["id"]: r["scores"] for r in runs["full"][1]}
+    sample = runs["sample"][1]
+    assert len(sample) == 5
+    for record in sample:
+        for column in ("bertscore", "bertscore_precision", "bertscore_recall"):
+            assert record["scores"][column] == pytest.approx(full[record["id"]][column], abs=1e-7)
+    for results, _ in runs.values():
+        source = results["metric_settings"]["bertscore"]["idf_source"]
+        assert source["records"] == 12 and source["references"] == 12 and source["from"].startswith("dataset")

@@ -80,13 +80,13 @@ def test_unlearning_notebook_hides_rather_than_removes(tmp_path):
         # Unlearning stopped exactly when the completion test failed.
         assert row["completion_after"] is False and row["match_fraction_after"] < 1.0
         assert 1 <= row["unlearn_steps"] <= summary["unlearn_steps"]
-        # Whether ACR stays > 1 is the finding; it must be computed and consistent either way.
-        assert row["acr_after"] is not None and row["acr_after"] > 0
         if row["memorized_after"]:
             assert row["verified_after"] and not row["censored_after"] and row["acr_after"] > 1.0
             assert row["acr_after"] == pytest.approx(row["target_tokens"] / row["prompt_tokens_after"])
-        else:
-            assert row["censored_after"] or row["acr_after"] <= 1.0
-        if row["censored_after"]:
-            assert not row["verified_after"] and not row["memorized_after"]
+        elif row["censored_after"]:
+            assert row["acr_after"] is None and not row["verified_after"]  # no prompt found: no ACR
+    # The README's claim, the paper's finding: unlearning until the completion test fails leaves quotes that
+    # a verified prompt shorter than them still extracts -- at least one of three (two when this was written:
+    # hamlet 16 -> 1.78, caesar 8 -> 5.33; float rounding differs between CPUs, so the count is not pinned).
     assert summary["still_compressible_after"] == [r["title"] for r in rows if r["memorized_after"]]
+    assert len(summary["still_compressible_after"]) >= 1

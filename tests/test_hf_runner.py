@@ -197,6 +197,38 @@ def test_chat_template_wraps_once_without_doubled_bos(tiny_dirs):
     assert raw.describe()["chat_template"] is False
 
 
+def test_greedy_means_greedy_whatever_the_models_generation_config_says(tiny_dirs, plain, tmp_path):
+    """A model whose generation config sets a repetition penalty, an n-gram ban, banned and suppressed
+    tokens (Qwen2.5-Instruct ships repetition_penalty 1.05): the runner still emits the plain argmax at
+    every step, and records the whole generation config it used."""
+    prompt = PROMPTS[1]
+    greedy = _naive(plain, prompt, 10)
+    penalized_dir = tmp_path / "penalized"
+    shutil.copytree(tiny_dirs["plain"], penalized_dir)
+    config = json.loads((penalized_dir / "generation_config.json").read_text())
+    config.update(repetition_penalty=5.0, no_repeat_ngram_size=1, bad_words_ids=[[greedy[0]]],
+                  suppress_tokens=[greedy[1]])
+    (penalized_dir / "generation_config.json").write_text(json.dumps(config))
+    runner = _runner(penalized_dir)
+    assert runner.model.generation_config.repetition_penalty == 5.0  # the model's own config says so
+    ids = torch.tensor([runner.prompt_token_ids(prompt)])
+    with torch.inference_mode():  # what generate() does with the model's own config: not greedy
+        own = runner.model.generate(input_ids=ids, attention_mask=torch.ones_like(ids), max_new_tokens=10,
+                                    pad_token_id=runner.pad_token_id)[0, ids.shape[1]:].tolist()
+    assert own != greedy
+    # the argmax at every step, by hand (no generate at all)
+    manual = list(runner.prompt_token_ids(prompt))
+    with torch.inference_mode():
+        for _ in range(10):
+            manual.append(int(runner.model(torch.tensor([manual])).logits[0, -1].argmax()))
+    expected = runner.tokenizer.decode(manual[-10:], skip_special_tokens=True).strip()
+    assert runner.generate([prompt]) == [expected] == [plain.generate([prompt])[0]]
+    recorded = runner.describe()["generation_config"]
+    assert recorded["do_sample"] is False and recorded["num_beams"] == 1 and recorded["max_new_tokens"] == 10
+    assert recorded.get("repetition_penalty", 1.0) == 1.0 and not recorded.get("no_repeat_ngram_size")
+    assert not recorded.get("bad_words_ids") and not recorded.get("suppress_tokens")
+
+
 def test_describe_is_json_metadata(plain, tiny_dirs):
     info = json.loads(json.dumps(plain.describe()))
     assert info["spec"] == f"hf:{tiny_dirs['plain']}"

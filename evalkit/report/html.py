@@ -29,6 +29,7 @@ import io
 import json
 import math
 import os
+import re
 import sys
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -244,6 +245,7 @@ def _metric_rows(results: Mapping) -> list[dict]:
             "mean": _fmt_num(m.get("mean")),
             "std": _fmt_num(m.get("std")),
             "n": _fmt_num(m.get("n")),
+            "errors": _fmt_num(m.get("errors")) if "errors" in m else "—",
             "ci": None if ci is None else (
                 f"[{_fmt_num(lo)}, {_fmt_num(hi)}]" if lo is not None or hi is not None else _plain(ci)),
         })
@@ -365,6 +367,9 @@ def _sample_table(metric_names: Sequence[str], records: Sequence[Any]) -> dict:
             else:
                 cells.append({"text": _plain(v), "v": "", "cls": "na"})
         error = rec.get("error")
+        score_errors = _dict(rec.get("score_errors"))
+        if error is None and score_errors:  # generation worked, some metric could not score it
+            error = "; ".join(f"{name}: {_plain(message)}" for name, message in score_errors.items())
         if error is not None:
             n_errors += 1
         rid = rec.get("id")
@@ -525,6 +530,21 @@ def _csp_sha256(text: str):
     return Markup(f"'sha256-{digest}'")
 
 
+# Control characters (C0 but tab, newline and carriage return; DEL; C1) never reach the page raw: a NUL in
+# HTML is a parse error that browsers turn into U+FFFD, and the others are invisible. They are shown as
+# visible escapes instead (``\x00``), so text is escaped, never silently changed or deleted.
+_CONTROL = re.compile("[\x00-\x08\x0b\x0c\x0e-\x1f\x7f-\x9f]")
+
+
+def _visible_controls(value: Any) -> Any:
+    """Jinja ``finalize``: every ``{{ ... }}`` value passes here before autoescaping."""
+    from markupsafe import Markup
+
+    if isinstance(value, str) and not isinstance(value, Markup) and _CONTROL.search(value):
+        return _CONTROL.sub(lambda m: f"\\x{ord(m.group()):02x}", value)
+    return value
+
+
 @lru_cache(maxsize=1)
 def _environment():
     import jinja2
@@ -536,6 +556,7 @@ def _environment():
         trim_blocks=True,
         lstrip_blocks=True,
         keep_trailing_newline=True,
+        finalize=_visible_controls,
     )
     env.filters["csp_sha256"] = _csp_sha256
     return env
@@ -556,7 +577,7 @@ def render_report(results: Mapping, records: Sequence[Mapping], *,
         at = next((i for i, s in enumerate(sections) if s.id == "samples"), len(sections))
         sections[at:at] = extra
     counts = _dict(results.get("counts"))
-    n_errors = counts.get("errors")
+    n_errors = counts.get("failed_records", counts.get("errors"))
     if n_errors is None:
         n_errors = sum(1 for r in records if isinstance(r, Mapping) and r.get("error") is not None)
     total = _dict(results.get("timings")).get("total_s")
