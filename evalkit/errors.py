@@ -45,6 +45,10 @@ class ResourceMissingError(EvalkitError):
 
 
 class RuntimeFailure(EvalkitError):
-    """The run started but could not finish (e.g. every generation failed)."""
+    """The run started but could not finish (a crash), or finished with too many errors."""
 
     exit_code = EXIT_RUNTIME
+
+
+class AllRecordsFailed(RuntimeFailure):
+    """The run finished and wrote its results, but no record could be generated: not a crash."""

@@ -27,7 +27,7 @@ from typing import Any
 from evalkit import __version__
 from evalkit.atomic import atomic_write_json, atomic_write_jsonl
 from evalkit.dataset import DatasetSpec, LoadedDataset, Sample, load_dataset
-from evalkit.errors import EXIT_OK, EXIT_RUNTIME, EvalkitError, RuntimeFailure, UsageError
+from evalkit.errors import EXIT_OK, EXIT_RUNTIME, AllRecordsFailed, EvalkitError, RuntimeFailure, UsageError
 from evalkit.generation_cache import CACHE_FILE, GenerationCache, fingerprint, read_cache_header
 from evalkit.metrics.base import Metric
 from evalkit.prompts import render_prompt, validate_template
@@ -93,8 +93,8 @@ def evaluate(config: RunConfig) -> RunResult:
     try:
         return _run(config, task, template, data, settings, generation, metric_options, output_dir, started)
     except Exception as exc:
-        if isinstance(exc, RuntimeFailure) and getattr(exc, "finished", False):
-            raise  # the run finished and wrote its results (every record failed): not a crash
+        if isinstance(exc, AllRecordsFailed):
+            raise  # the run finished and wrote its results: not a crash
         _write_crash(output_dir, settings, exc, started)
         if isinstance(exc, EvalkitError) and exc.exit_code != EXIT_RUNTIME:
             raise  # e.g. a model that cannot be loaded after all: the error says what to do
@@ -174,10 +174,8 @@ def _run(config: RunConfig, task: Task, template: str, data: LoadedDataset, sett
 
         write_report(output_dir / REPORT_FILE, results, records)
     if outcome["status"] == STATUS_ALL_FAILED:
-        failure = RuntimeFailure(f"{outcome['message']} (results.json and records.jsonl in {output_dir} keep the "
-                                 "errors; not a crash)")
-        failure.finished = True
-        raise failure
+        raise AllRecordsFailed(f"{outcome['message']} (results.json and records.jsonl in {output_dir} keep the "
+                               "errors; not a crash)")
     return RunResult(output_dir, results, records)
 
 

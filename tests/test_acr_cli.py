@@ -156,6 +156,18 @@ def test_resume_recomputes_only_missing_targets_and_matches_an_uninterrupted_run
     assert mixed.returncode == 2 and "different run" in mixed.stderr
 
 
+def test_resume_refuses_rows_made_with_another_resolved_dtype(models, first_run, tmp_path):
+    """The resume key is what really ran: the same flags resolving to another dtype are another run."""
+    trained, _, targets_path, _ = models
+    out = tmp_path / "dtype"
+    shutil.copytree(first_run[0], out)
+    proc = _cli("acr", "run", "--model", f"hf:{trained}", "--targets", targets_path, "--output-dir", out, *KNOBS,
+                "--dtype", "bfloat16")
+    assert proc.returncode == 2 and "different run" in proc.stderr
+    rows = _rows(first_run[0])
+    assert _rows(out) == rows  # nothing mixed in
+
+
 def test_run_without_the_screen_finds_the_same_memorized_targets(models, first_run, tmp_path):
     """--screen-dtype none scores candidates with the float32 model itself; the memorized quotes are still
     found with verified prompts, and nothing is re-checked."""

@@ -137,3 +137,16 @@ def test_a_crash_is_told_apart_from_an_error_rate_in_the_message_and_results(tmp
     assert "returned 3 outputs for 4 prompts" in results["outcome"]["message"]
     assert main(["gate", "--candidate", str(out), "--max-error-rate", "0.5"]) == 2  # nothing to gate
     assert "crashed before it finished" in capsys.readouterr().err
+
+
+def test_every_generation_failing_is_a_finished_run_not_a_crash(tmp_path, news_records, monkeypatch, capsys):
+    rows = [dict(r, document=r["document"] + " BOOM") for r in news_records[:3]]
+    data = write_jsonl(tmp_path / "d.jsonl", rows)
+    monkeypatch.setitem(RUNNERS._entries, "test-boom", _FailsOnBoom)
+    code, out = _run(tmp_path, data, "test-boom:x")
+    err = capsys.readouterr().err
+    assert code == 3 and "every generation failed (3 of 3)" in err and "not a crash" in err
+    results, records = _results(out)
+    assert results["outcome"]["status"] == "all_records_failed" and results["counts"]["errors"] == 3
+    assert all(r["error"] == "ValueError: the backend rejected a prompt" for r in records)
+    assert all(m["n"] == 0 and m["errors"] == 3 and m["mean"] is None for m in results["metrics"].values())
