@@ -182,11 +182,12 @@ def _model_id(runner: Any, spec: str) -> str:
 
 def _validate_targets(runner: Any, targets: list[str], config: Any, path: str) -> None:
     """Every target must encode to tokens and fit the model's context with a one-token prompt."""
-    from acr.search import build_scaffold, encode_target
+    from acr.search import build_scaffold, encode_target, end_of_turn_ids
     from evalkit.errors import InputError
     from evalkit.lm import context_limit
 
     before, after, _, _ = build_scaffold(runner.tokenizer, config)
+    after = after + end_of_turn_ids(runner.tokenizer, config)  # the end of turn the reply must emit
     limit = context_limit(runner.model, runner.tokenizer)
     shorter_than_cap = 0
     for index, target in enumerate(targets):
