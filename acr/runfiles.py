@@ -28,6 +28,7 @@ from typing import Any
 from evalkit import jsonl
 from evalkit.atomic import atomic_write_json, atomic_write_jsonl
 from evalkit.errors import InputError, UsageError
+from evalkit.hashing import fingerprint
 
 RESULTS_FILE = "results.jsonl"
 SUMMARY_FILE = "summary.json"
@@ -39,9 +40,7 @@ _NOT_FINGERPRINTED = ("batch_size",)
 
 def config_fingerprint(config: Mapping[str, Any]) -> str:
     """Short sha256 of the result-relevant config fields (canonical JSON, sorted keys)."""
-    relevant = {k: v for k, v in config.items() if k not in _NOT_FINGERPRINTED}
-    blob = json.dumps(relevant, sort_keys=True, ensure_ascii=False, separators=(",", ":"))
-    return hashlib.sha256(blob.encode("utf-8")).hexdigest()[:16]
+    return fingerprint({k: v for k, v in config.items() if k not in _NOT_FINGERPRINTED}, length=16)
 
 
 def file_sha256(path: str | os.PathLike) -> str:

@@ -3,6 +3,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 from evalkit.dataset import DatasetSpec
 from evalkit.pipeline import RunConfig, evaluate
 from evalkit.results import RunResult
@@ -25,11 +27,13 @@ def evaluate_summarization(
     seed: int = 0,
     output_dir: str | None = None,
     skip_invalid: bool = False,
-    batch_size: int = 8,
-    max_new_tokens: int = 64,
-    device: str = "auto",
-    dtype: str = "auto",
-    use_chat_template: bool = True,
+    batch_size: int | None = None,
+    max_new_tokens: int | None = None,
+    device: str | None = None,
+    dtype: str | None = None,
+    use_chat_template: bool | None = None,
+    model_config: str | None = None,
+    runner_options: RunnerOptions | None = None,
     bertscore_model: str | None = None,
     bertscore_layer: int | None = None,
     bertscore_idf: bool = False,
@@ -39,14 +43,30 @@ def evaluate_summarization(
     write_report: bool = True,
     truncate: bool = False,
     overwrite: bool = False,
+    use_cache: bool = True,
+    **call_options: Any,
 ) -> RunResult:
     """Summarization accuracy (ROUGE-1/2/L, METEOR, BERTScore) of ``model`` on ``dataset``.
 
     Pass ``output_field`` instead of ``model`` to score outputs already in the dataset. ``truncate`` cuts
     the input of a prompt too long for the model's context (else that record is an error); ``overwrite``
-    replaces a finished run of other settings in ``output_dir`` (else it is refused).
+    replaces a finished run of other settings in ``output_dir`` (else it is refused); ``use_cache=False``
+    calls the model again for records the run store holds.
+
+    Runner options come from ``runner_options`` (a ready :class:`RunnerOptions`), or are built from
+    ``model_config`` (a YAML file, see :mod:`evalkit.runners.config`), the arguments above and
+    ``call_options`` -- any other :class:`RunnerOptions` field, e.g. ``concurrency=8, max_rps=5,
+    temperature=0.2, backend={"content_template": ...}``.
     """
     task = TASKS.get("summarization")
+    if runner_options is None:
+        from evalkit.runners.config import build_runner_options
+
+        spec, runner_options = build_runner_options(
+            model_config, batch_size=batch_size, max_new_tokens=max_new_tokens, device=device, dtype=dtype,
+            use_chat_template=use_chat_template, seed=seed, progress=progress, truncate=truncate or None,
+            **call_options)
+        model = model or spec
     config = RunConfig(
         task=task.name,
         model=model,
@@ -58,14 +78,14 @@ def evaluate_summarization(
         seed=seed,
         output_dir=output_dir,
         skip_invalid=skip_invalid,
-        runner=RunnerOptions(batch_size=batch_size, max_new_tokens=max_new_tokens, device=device,
-                             dtype=dtype, use_chat_template=use_chat_template, seed=seed, progress=progress),
+        runner=runner_options,
         metric_options={"bertscore": {"model": bertscore_model, "num_layers": bertscore_layer,
                                       "idf": bertscore_idf, "rescale_with_baseline": bertscore_rescale,
                                       "baseline_path": bertscore_baseline_path, "batch_size": 64}},
         progress=progress,
         write_report=write_report,
-        truncate=truncate,
+        truncate=truncate or runner_options.truncate,
         overwrite=overwrite,
+        use_cache=use_cache,
     )
     return evaluate(config)

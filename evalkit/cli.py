@@ -12,7 +12,7 @@ import sys
 from collections.abc import Sequence
 
 from evalkit import __version__
-from evalkit.argtypes import fraction, positive_int
+from evalkit.argtypes import fraction, positive_float, positive_int
 from evalkit.errors import EXIT_RUNTIME, EXIT_USAGE, EvalkitError, UsageError
 
 
@@ -47,7 +47,8 @@ def _add_run(commands: argparse._SubParsersAction) -> None:
                                           "score, aggregate and write results.json, records.jsonl and "
                                           "report.html.")
     run.add_argument("task", choices=["summarization"], help="evaluation task")
-    run.add_argument("--model", help="model spec: hf:smollm2, hf:<id or local path>")
+    run.add_argument("--model", help="model spec: hf:smollm2, hf:<local path or cached hub id>, bedrock:<model id "
+                                     "or ARN>, bedrock-invoke:<model id>, sagemaker:<endpoint>")
     run.add_argument("--dataset", required=True, help="JSONL, JSON list, CSV or a `datasets` directory")
     data = run.add_argument_group("dataset fields")
     data.add_argument("--input-field", help="input text field (default: document)")
@@ -61,15 +62,18 @@ def _add_run(commands: argparse._SubParsersAction) -> None:
                       help="skip (and count) invalid records instead of stopping")
     gen = run.add_argument_group("generation")
     gen.add_argument("--prompt-template", help="prompt with $model_input where the input goes")
-    gen.add_argument("--batch-size", type=positive_int, default=8)
-    gen.add_argument("--max-new-tokens", type=positive_int, default=64)
-    gen.add_argument("--device", choices=["auto", "cpu", "cuda"], default="auto")
-    gen.add_argument("--dtype", choices=["auto", "float32", "bfloat16", "float16"], default="auto")
+    gen.add_argument("--batch-size", type=positive_int, help="local models: prompts per batch (default 8)")
+    gen.add_argument("--max-new-tokens", type=positive_int, help="new tokens per answer (default 64)")
+    gen.add_argument("--device", choices=["auto", "cpu", "cuda"], help="local models (default auto)")
+    gen.add_argument("--dtype", choices=["auto", "float32", "bfloat16", "float16"], help="local models (default auto)")
     gen.add_argument("--no-chat-template", action="store_true",
                      help="send the prompt as raw text even if the model has a chat template")
     gen.add_argument("--truncate", action="store_true",
                      help="cut the input of a prompt too long for the model's context (recorded per record); "
                           "default: such a record is an error")
+    _add_call_options(run.add_argument_group(
+        "model calls", "how calls are made; remote models (Bedrock, SageMaker) above all. Finished calls are "
+                       "kept in OUTPUT_DIR/calls.sqlite and reused by a re-run with the same model and settings"))
     scoring = run.add_argument_group("scoring")
     scoring.add_argument("--bertscore-model",
                          help="HF id or local path (default: all-MiniLM-L6-v2 shipped offline; fmeval "
@@ -90,6 +94,35 @@ def _add_run(commands: argparse._SubParsersAction) -> None:
     _add_gate_options(run.add_argument_group(
         "CI gate", "gate the run when it is done (exit 1 if a check fails); expressions are checked "
                    "before anything runs"))
+
+
+def _add_call_options(group: argparse._ArgumentGroup) -> None:
+    group.add_argument("--model-config", metavar="FILE.yaml",
+                       help="runner options in a file (generation parameters, concurrency, retries, backend "
+                            "settings such as content_template); flags win over it")
+    group.add_argument("--concurrency", type=positive_int, metavar="N",
+                       help="requests in flight (default: 4 for Bedrock and SageMaker, 1 for local models)")
+    group.add_argument("--max-rps", type=positive_float, metavar="R", help="at most R requests per second")
+    group.add_argument("--timeout", type=positive_float, metavar="S", help="per-request timeout (default 120)")
+    group.add_argument("--max-attempts", type=positive_int, metavar="N",
+                       help="attempts per request, retries of throttling, 5xx, timeouts and dropped connections "
+                            "included (default 8; exponential backoff with jitter)")
+    group.add_argument("--fail-fast", action="store_true", default=None,
+                       help="stop at the first record that still fails (default: record the error, go on)")
+    group.add_argument("--no-cache", action="store_true",
+                       help="call the model again for every record, even those the run store holds")
+
+
+def runner_options_from(args: argparse.Namespace):
+    """(model spec, RunnerOptions) from the flags and --model-config."""
+    from evalkit.runners.config import build_runner_options
+
+    spec, options = build_runner_options(
+        args.model_config, batch_size=args.batch_size, max_new_tokens=args.max_new_tokens, device=args.device,
+        dtype=args.dtype, use_chat_template=False if args.no_chat_template else None, seed=args.seed,
+        progress=not args.no_progress, truncate=args.truncate or None, concurrency=args.concurrency,
+        max_rps=args.max_rps, timeout_s=args.timeout, max_attempts=args.max_attempts, fail_fast=args.fail_fast)
+    return args.model or spec, options
 
 
 def _alpha(text: str) -> float:
@@ -213,20 +246,24 @@ def _run(args: argparse.Namespace) -> int:
             raise UsageError(f"--output-dir {args.output_dir} is the --baseline run; the run would overwrite it")
     from evalkit.api import evaluate_summarization
 
+    model, options = runner_options_from(args)
     result = evaluate_summarization(
-        model=args.model, dataset=args.dataset, input_field=args.input_field,
+        model=model, dataset=args.dataset, input_field=args.input_field,
         target_field=args.target_field, output_field=args.output_field, id_field=args.id_field,
         target_delimiter=args.target_delimiter, split=args.split, prompt_template=args.prompt_template,
         max_samples=args.max_samples, seed=args.seed, output_dir=args.output_dir,
-        skip_invalid=args.skip_invalid, batch_size=args.batch_size, max_new_tokens=args.max_new_tokens,
-        device=args.device, dtype=args.dtype, use_chat_template=not args.no_chat_template,
+        skip_invalid=args.skip_invalid, runner_options=options,
         bertscore_model=args.bertscore_model, bertscore_layer=args.bertscore_layer,
         bertscore_idf=args.bertscore_idf, bertscore_rescale=args.bertscore_rescale,
         bertscore_baseline_path=args.bertscore_baseline_path, progress=not args.no_progress,
         write_report=not args.no_report, truncate=args.truncate, overwrite=args.overwrite,
+        use_cache=not args.no_cache,
     )
-    from evalkit.summary_table import format_metrics_table
+    from evalkit.summary_table import format_generation_line, format_metrics_table
 
+    line = format_generation_line(result.results)
+    if line:
+        print(line)
     print(format_metrics_table(result.results))
     print(f"\nwrote {result.output_dir}/ (results.json, records.jsonl"
           f"{', report.html' if not args.no_report else ''})")

@@ -20,7 +20,7 @@ import sys
 import tempfile
 import time
 from collections.abc import Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -28,11 +28,13 @@ from evalkit import __version__
 from evalkit.atomic import atomic_write_json, atomic_write_jsonl
 from evalkit.dataset import DatasetSpec, LoadedDataset, Sample, load_dataset
 from evalkit.errors import EXIT_OK, EXIT_RUNTIME, AllRecordsFailed, EvalkitError, RuntimeFailure, UsageError
-from evalkit.generation_cache import CACHE_FILE, GenerationCache, fingerprint, read_cache_header
+from evalkit.hashing import fingerprint
 from evalkit.metrics.base import Metric
+from evalkit.progress import quiet_library_progress
 from evalkit.prompts import render_prompt, validate_template
 from evalkit.results import RECORDS_FILE, REPORT_FILE, RESULTS_FILE, RunResult
-from evalkit.runners.base import Runner, RunnerOptions
+from evalkit.runners.base import Result, RunnerOptions
+from evalkit.runners.store import run_lock
 from evalkit.stats import summarize
 from evalkit.tasks import TASKS, Task
 
@@ -65,6 +67,7 @@ class RunConfig:
     write_report: bool = True
     truncate: bool = False  # cut the input of a prompt longer than the model's context, instead of an error
     overwrite: bool = False  # replace a finished run of other settings in output_dir
+    use_cache: bool = True  # reuse finished calls from the run store (False: call again, still store)
 
 
 def evaluate(config: RunConfig) -> RunResult:
@@ -79,7 +82,7 @@ def evaluate(config: RunConfig) -> RunResult:
     if config.model:
         from evalkit.runners.base import check_runner_spec
 
-        check_runner_spec(config.model)
+        check_runner_spec(config.model, config.runner)
     metric_options = _metric_options(config)
     from evalkit.metrics.base import check_metrics
 
@@ -87,11 +90,18 @@ def evaluate(config: RunConfig) -> RunResult:
     data = load_dataset(config.dataset, skip_invalid=config.skip_invalid, max_samples=config.max_samples,
                         seed=config.seed, progress=config.progress)
     settings = run_settings(config, task, template, data, metric_options)
-    generation = generation_settings(config, template) if config.model else None
     output_dir = Path(config.output_dir or default_output_dir(config.task, config.model or "outputs"))
-    prepare_output_dir(output_dir, settings, generation, overwrite=config.overwrite)
+    prepare_output_dir(output_dir)
+    with run_lock(output_dir):
+        check_previous_run(output_dir, settings, overwrite=config.overwrite)
+        return _run_recorded(config, task, template, data, settings, metric_options, output_dir, started)
+
+
+def _run_recorded(config: RunConfig, task: Task, template: str, data: LoadedDataset, settings: dict[str, Any],
+                  metric_options: dict[str, dict[str, Any]], output_dir: Path, started: float) -> RunResult:
+    """:func:`_run`, with a crash written down in results.json before it is reported."""
     try:
-        return _run(config, task, template, data, settings, generation, metric_options, output_dir, started)
+        return _run(config, task, template, data, settings, metric_options, output_dir, started)
     except Exception as exc:
         if isinstance(exc, AllRecordsFailed):
             raise  # the run finished and wrote its results: not a crash
@@ -104,10 +114,8 @@ def evaluate(config: RunConfig) -> RunResult:
 
 
 def _run(config: RunConfig, task: Task, template: str, data: LoadedDataset, settings: dict[str, Any],
-         generation: dict[str, Any] | None, metric_options: dict[str, dict[str, Any]], output_dir: Path,
-         started: float) -> RunResult:
+         metric_options: dict[str, dict[str, Any]], output_dir: Path, started: float) -> RunResult:
     from evalkit.metrics.base import build_metrics
-    from evalkit.progress import quiet_library_progress
 
     timings: dict[str, float] = {}
     start = time.perf_counter()
@@ -121,17 +129,22 @@ def _run(config: RunConfig, task: Task, template: str, data: LoadedDataset, sett
                for s in data.samples]
     runner_info: dict[str, Any] | None = None
     if config.model:
-        gen = _generate(config, data.samples, prompts, template, output_dir, generation)
-        outputs, errors, sent, truncated, runner_info = gen.outputs, gen.errors, gen.sent, gen.truncated, gen.info
+        gen = _generate(config, data.samples, prompts, template, output_dir)
+        calls: list[Result | None] = list(gen.results)
+        runner_info = gen.info
         timings.update(gen.timings)
+        outputs = [r.text if r.error is None else None for r in gen.results]
+        errors = [r.error for r in gen.results]
     else:
+        calls = [None] * len(data.samples)
         outputs = [s.model_output for s in data.samples]
-        errors, sent, truncated = [None] * len(outputs), list(prompts), [None] * len(outputs)
+        errors = [None] * len(outputs)
 
     scores, score_errors, metric_settings, score_timings = _score(config, metrics, data.samples, outputs, errors)
     timings.update(score_timings)
-    records = [_record(*row) for row in zip(data.samples, sent, outputs, errors, scores, score_errors, truncated,
+    records = [_record(*row) for row in zip(data.samples, prompts, outputs, errors, scores, score_errors, calls,
                                             strict=True)]
+    truncated = [c.truncated if c is not None else None for c in calls]
     summaries = {}
     for metric in metrics:
         for column in metric.columns:
@@ -162,11 +175,13 @@ def _run(config: RunConfig, task: Task, template: str, data: LoadedDataset, sett
         "invalid_records": [r.to_dict() for r in data.invalid],
         "outcome": outcome,
         "run_settings": settings,
-        "run_fingerprint": fingerprint(settings),
+        "run_fingerprint": fingerprint(settings, length=16),
         "timings": timings,
         "versions": _versions(),
         "created_at": dt.datetime.now(dt.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ"),
     }
+    if runner_info is not None:
+        results["generation"] = {**runner_info["generation"], "identity_changed": runner_info["identity_changed"]}
     atomic_write_jsonl(output_dir / RECORDS_FILE, records)
     atomic_write_json(output_dir / RESULTS_FILE, results)
     if config.write_report:
@@ -211,11 +226,13 @@ def run_settings(config: RunConfig, task: Task, template: str, data: LoadedDatas
 
 
 def generation_settings(config: RunConfig, template: str) -> dict[str, Any]:
-    """What decides a generation (the generation cache's key, with each record's exact prompt)."""
+    """The generation options that decide outputs (not how fast they come: concurrency, retries, timeouts)."""
     options = config.runner
     return {"model": config.model, "template": template, "max_new_tokens": options.max_new_tokens,
             "use_chat_template": options.use_chat_template, "dtype": options.dtype, "device": options.device,
-            "decoding": "greedy, fresh GenerationConfig", "truncate": config.truncate}
+            "truncate": config.truncate, "temperature": options.temperature, "top_p": options.top_p,
+            "stop_sequences": list(options.stop_sequences), "system_prompt": options.system_prompt,
+            "backend": options.backend}
 
 
 def _differences(old: Any, new: Any, prefix: str = "") -> list[str]:
@@ -227,39 +244,34 @@ def _differences(old: Any, new: Any, prefix: str = "") -> list[str]:
     return [] if old == new else [f"{prefix.rstrip('.')}: {old!r} -> {new!r}"]
 
 
-def prepare_output_dir(output_dir: Path, settings: dict[str, Any], generation: dict[str, Any] | None, *,
-                       overwrite: bool = False) -> None:
-    """Create ``output_dir`` and check it is writable; refuse to overwrite another run's finished work.
-
-    A finished run of other settings (results.json) and generations made with other settings
-    (generations.jsonl) are kept unless ``overwrite``; a crashed run's results.json is not finished work.
-    """
+def prepare_output_dir(output_dir: Path) -> None:
+    """Create ``output_dir`` and check it is a writable directory (exit 2 otherwise)."""
     where = f"--output-dir {output_dir}"
     if output_dir.exists() and not output_dir.is_dir():
         raise UsageError(f"{where} exists and is not a directory")
-    if not overwrite:
-        previous = _read_json(output_dir / RESULTS_FILE)
-        if previous is not None:
-            status = (previous.get("outcome") or {}).get("status") if isinstance(previous, dict) else None
-            old = previous.get("run_settings") if isinstance(previous, dict) else None
-            if status != STATUS_CRASHED and previous.get("run_fingerprint") != fingerprint(settings):
-                diff = _differences(old, settings) if isinstance(old, dict) else []
-                what = "; ".join(diff[:4]) + ("; ..." if len(diff) > 4 else "") if diff else \
-                    "it records no settings to compare"
-                raise UsageError(f"{where} holds a finished run made with other settings ({what}); pass "
-                                 "--overwrite to replace it, or choose another --output-dir")
-        header = read_cache_header(output_dir) if generation is not None else None
-        if header is not None and header.get("fingerprint") != fingerprint(generation):
-            old = header.get("settings")
-            diff = _differences(old, generation) if isinstance(old, dict) else []
-            raise UsageError(f"{where} holds generations made with other settings ({'; '.join(diff[:4]) or '?'}) "
-                             f"in {CACHE_FILE}; pass --overwrite to discard them, or choose another --output-dir")
     try:
         output_dir.mkdir(parents=True, exist_ok=True)
         with tempfile.TemporaryFile(dir=output_dir):
             pass
     except OSError as exc:
         raise UsageError(f"{where} is not writable ({exc.strerror or exc})") from None
+
+
+def check_previous_run(output_dir: Path, settings: dict[str, Any], *, overwrite: bool = False) -> None:
+    """Refuse to overwrite a finished run made with other settings (naming what differs) unless ``overwrite``.
+    A crashed run's results.json is not finished work. Generations of other settings or models are never at
+    risk: the run store keys every call on what decided it."""
+    previous = _read_json(output_dir / RESULTS_FILE)
+    if overwrite or previous is None:
+        return
+    status = (previous.get("outcome") or {}).get("status") if isinstance(previous, dict) else None
+    old = previous.get("run_settings") if isinstance(previous, dict) else None
+    if status != STATUS_CRASHED and previous.get("run_fingerprint") != fingerprint(settings, length=16):
+        diff = _differences(old, settings) if isinstance(old, dict) else []
+        what = "; ".join(diff[:4]) + ("; ..." if len(diff) > 4 else "") if diff else \
+            "it records no settings to compare"
+        raise UsageError(f"--output-dir {output_dir} holds a finished run made with other settings ({what}); pass "
+                         "--overwrite to replace it, or choose another --output-dir")
 
 
 def _read_json(path: Path) -> Any:
@@ -282,7 +294,7 @@ def _write_crash(output_dir: Path, settings: dict[str, Any], exc: BaseException,
     code = exc.exit_code if isinstance(exc, EvalkitError) else EXIT_RUNTIME
     results = {"metrics": {}, "outcome": {"status": STATUS_CRASHED, "exit_code": code,
                                           "message": f"{type(exc).__name__}: {str(exc)[:ERROR_CHARS]}"},
-               "run_settings": settings, "run_fingerprint": fingerprint(settings),
+               "run_settings": settings, "run_fingerprint": fingerprint(settings, length=16),
                "timings": {"total_s": round(time.perf_counter() - started, 3)}, "versions": _versions(),
                "created_at": dt.datetime.now(dt.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")}
     with contextlib.suppress(OSError, ValueError):
@@ -295,11 +307,8 @@ def _write_crash(output_dir: Path, settings: dict[str, Any], exc: BaseException,
 
 @dataclass
 class Generated:
-    outputs: list[str | None]
-    errors: list[str | None]
-    sent: list[str | None]  # the prompt each record's model saw (its truncated form when cut)
-    truncated: list[dict[str, int] | None]
-    info: dict[str, Any]
+    results: list[Result]
+    info: dict[str, Any]  # the runner's metadata, with what was reused and generated
     timings: dict[str, float]
 
 
@@ -307,129 +316,42 @@ def _error_text(exc: BaseException) -> str:
     return f"{type(exc).__name__}: {exc}"[:ERROR_CHARS]
 
 
-def generate_isolated(runner: Runner, prompts: Sequence[str]) -> list[tuple[str | None, str | None]]:
-    """``(output, error)`` per prompt. A failing batch is split in halves until the failing prompts are alone,
-    so one bad record never costs its neighbours their outputs. A runner that returns the wrong number of
-    outputs is a bug in the runner: a clear :class:`RuntimeFailure`, not a misaligned run."""
-    try:
-        outputs = runner.generate(list(prompts))
-    except Exception as exc:
-        if len(prompts) == 1:
-            return [(None, _error_text(exc))]
-        middle = len(prompts) // 2
-        return generate_isolated(runner, prompts[:middle]) + generate_isolated(runner, prompts[middle:])
-    if not isinstance(outputs, list) or len(outputs) != len(prompts):
-        got = len(outputs) if isinstance(outputs, (list, tuple)) else type(outputs).__name__
-        raise RuntimeFailure(f"runner {getattr(runner, 'spec', type(runner).__name__)} returned {got} outputs "
-                             f"for {len(prompts)} prompts")
-    bad = next((o for o in outputs if not isinstance(o, str)), None)
-    if bad is not None:
-        raise RuntimeFailure(f"runner {getattr(runner, 'spec', type(runner).__name__)} returned a "
-                             f"{type(bad).__name__} where a completion (str) was expected")
-    return [(o, None) for o in outputs]
-
-
-def fit_prompt(runner: Runner, template: str, model_input: str, budget: int) -> tuple[str, dict[str, int]] | None:
-    """The longest prefix of ``model_input`` (in whole tokens) whose prompt fits ``budget`` tokens, with what
-    was kept; None when even the template alone does not fit."""
-    if runner.count_prompt_tokens(render_prompt(template, "")) > budget:
-        return None
-    _, n_input = runner.text_token_prefix(model_input, 0)
-    low, high = 0, n_input  # invariant: a prefix of `low` tokens fits; find the largest
-    while low < high:
-        mid = (low + high + 1) // 2
-        text, _ = runner.text_token_prefix(model_input, mid)
-        if runner.count_prompt_tokens(render_prompt(template, text)) <= budget:
-            low = mid
-        else:
-            high = mid - 1
-    text, _ = runner.text_token_prefix(model_input, low)
-    prompt = render_prompt(template, text)
-    return prompt, {"input_tokens": n_input, "kept_input_tokens": low, "kept_input_chars": len(text),
-                    "prompt_tokens": runner.count_prompt_tokens(prompt)}
-
-
-def _context_check(runner: Runner, config: RunConfig, template: str, sample: Sample, prompt: str,
-                   budget: int) -> tuple[str, dict[str, int] | None, str | None]:
-    """``(prompt to send, truncation record, error)`` for one record against the context window."""
-    n = runner.count_prompt_tokens(prompt)
-    if n is None or n <= budget:
-        return prompt, None, None
-    limit = budget + config.runner.max_new_tokens
-    too_long = (f"context length: the prompt has {n} tokens; the model's context of {limit} tokens leaves "
-                f"{budget} for a prompt after --max-new-tokens {config.runner.max_new_tokens}")
-    if not config.truncate:
-        return prompt, None, too_long + "; pass --truncate to cut the input to fit"
-    fitted = fit_prompt(runner, template, sample.model_input or "", budget)
-    if fitted is None:
-        return prompt, None, too_long + "; the prompt template alone does not fit"
-    text, info = fitted
-    return text, {"prompt_tokens_before": n, **info}, None
-
-
 def _generate(config: RunConfig, samples: list[Sample], prompts: list[str | None], template: str,
-              output_dir: Path, settings: dict[str, Any]) -> Generated:
-    from evalkit.progress import progress_counter
-    from evalkit.runners.base import create_runner
+              output_dir: Path) -> Generated:
+    """Every record through the executor and the run store: finished calls of the same runner identity,
+    parameters and prompt are reused; the rest are generated, each stored as it returns."""
+    from evalkit.hashing import fingerprint
+    from evalkit.runners.base import Request, create_runner
+    from evalkit.runners.executor import ExecutionStats, execute
+    from evalkit.runners.store import RunStore
 
-    cache = GenerationCache(output_dir, settings)
-    n = len(samples)
-    outputs: list[str | None] = [None] * n
-    errors: list[str | None] = [None] * n
-    sent: list[str | None] = list(prompts)
-    truncated: list[dict[str, int] | None] = [None] * n
-    todo = []
-    for i, (sample, prompt) in enumerate(zip(samples, prompts, strict=True)):
-        hit = cache.lookup(sample.id, prompt)
-        if hit is not None:
-            outputs[i], truncated[i] = hit["model_output"], hit.get("truncated")
-            sent[i] = hit.get("sent_prompt") or prompt
-        else:
-            todo.append(i)
-    timings: dict[str, float] = {"generation_s": 0.0}
-    if not todo:
-        return Generated(outputs, errors, sent, truncated, {"spec": config.model, "resumed_records": n}, timings)
-
+    timings: dict[str, float] = {}
     start = time.perf_counter()
-    runner = create_runner(config.model, RunnerOptions(**{**asdict(config.runner), "progress": False,
-                                                           "seed": config.seed}))
+    options = replace(config.runner, progress=False, seed=config.seed, truncate=config.truncate)
+    with quiet_library_progress(not config.progress):
+        runner = create_runner(config.model, options)
     timings["model_load_s"] = round(time.perf_counter() - start, 3)
+    identity = runner.identity()
+    identity_fp = fingerprint(identity)
+    requests = [Request(id=s.id, prompt=p, model_input=s.model_input, template=template)
+                for s, p in zip(samples, prompts, strict=True)]
+    stats = ExecutionStats()
     start = time.perf_counter()
-    budget = runner.prompt_token_budget()
-    ready = []
-    for i in todo:
-        if budget is not None:
-            sent[i], truncated[i], errors[i] = _context_check(runner, config, template, samples[i], prompts[i],
-                                                              budget)
-        if errors[i] is None:
-            ready.append(i)
-    refused = [_cache_entry(samples[i], prompts[i], sent[i], None, errors[i], None) for i in todo if errors[i]]
-    if refused:
-        cache.save(refused)
-    chunk = max(1, config.runner.batch_size * GENERATION_CHUNK_BATCHES)
-    bar = progress_counter(len(todo), desc="Generating", enabled=config.progress)
-    bar.update(len(refused))
-    for offset in range(0, len(ready), chunk):
-        batch = ready[offset:offset + chunk]
-        results = generate_isolated(runner, [sent[i] for i in batch])
-        for i, (output, error) in zip(batch, results, strict=True):
-            outputs[i], errors[i] = output, error
-        cache.save([_cache_entry(samples[i], prompts[i], sent[i], outputs[i], errors[i], truncated[i])
-                    for i in batch])
-        bar.update(len(batch))
-    bar.close()
+    with RunStore(output_dir) as store:
+        earlier = store.other_identities(config.model, identity_fp)
+        results = execute(runner, requests, store=store, use_cache=config.use_cache, progress=config.progress,
+                          stats=stats)
+        describe = runner.describe()
+        store.remember_runner(config.model, identity_fp, identity, describe)
     timings["generation_s"] = round(time.perf_counter() - start, 3)
-    info = runner.describe()
-    info["resumed_records"] = n - len(todo)
-    return Generated(outputs, errors, sent, truncated, info, timings)
-
-
-def _cache_entry(sample: Sample, prompt: str | None, sent: str | None, output: str | None, error: str | None,
-                 truncated: dict[str, int] | None) -> dict[str, Any]:
-    entry = {"id": sample.id, "prompt": prompt, "model_output": output, "error": error}
-    if truncated is not None:
-        entry.update(sent_prompt=sent, truncated=truncated)
-    return entry
+    changed = None
+    if earlier:
+        changed = (f"{config.model} now resolves to another model than the one that made {len(earlier)} earlier "
+                   f"set(s) of generations in this directory (identity {identity_fp[:12]} vs "
+                   f"{earlier[0]['fingerprint'][:12]}): its records were generated again, the earlier ones kept")
+    info = {**describe, "identity_fingerprint": identity_fp, "identity_changed": changed,
+            "resumed_records": stats.reused, "generation": stats.to_dict(), "store": "calls.sqlite"}
+    return Generated(results, info, timings)
 
 
 # ------------------------------------------------------------------------------------------------
@@ -501,11 +423,17 @@ def _score(config: RunConfig, metrics: list[Metric], samples: list[Sample], outp
 
 
 def _record(sample: Sample, prompt: str | None, output: str | None, error: str | None, scores: dict[str, float],
-            score_errors: dict[str, str], truncated: dict[str, int] | None) -> dict[str, Any]:
+            score_errors: dict[str, str], call: Result | None) -> dict[str, Any]:
     refs = sample.references
-    return {"id": sample.id, "model_input": sample.model_input, "prompt": prompt, "model_output": output,
-            "target_output": refs[0] if len(refs) == 1 else list(refs), "scores": scores, "error": error,
-            "score_errors": score_errors, "truncated": truncated}
+    record = {"id": sample.id, "model_input": sample.model_input,
+              "prompt": (call.sent_prompt if call is not None and call.sent_prompt else prompt),
+              "model_output": output, "target_output": refs[0] if len(refs) == 1 else list(refs), "scores": scores,
+              "error": error, "score_errors": score_errors, "truncated": call.truncated if call is not None else None}
+    if call is not None:
+        record["generation"] = {"error_kind": call.error_kind, "finish_reason": call.finish_reason,
+                                "usage": call.usage, "latency_s": call.latency_s, "attempts": call.attempts,
+                                "cached": call.cached}
+    return record
 
 
 def _counts(data: LoadedDataset, errors: list[str | None], score_errors: list[dict[str, str]],

@@ -22,6 +22,19 @@ def text_table(header: Sequence[str], rows: Sequence[Sequence[str]], *, right: C
     return "\n".join(lines + [line(r) for r in table[1:]])
 
 
+def format_generation_line(results: dict[str, Any]) -> str | None:
+    """``generation: 12 reused from the run store, 88 generated (3 failed, 17 retries)`` (None without a model),
+    plus the identity-change notice when there is one."""
+    generation = results.get("generation")
+    if not isinstance(generation, dict):
+        return None
+    line = (f"generation: {generation.get('reused', 0)} reused from the run store, {generation.get('called', 0)} "
+            f"generated ({generation.get('failed', 0)} failed, {generation.get('retries', 0)} retries)")
+    if generation.get("identity_changed"):
+        line += f"\nnote: {generation['identity_changed']}"
+    return line
+
+
 def format_metrics_table(results: dict[str, Any]) -> str:
     """One row per metric: mean, std, the records it rests on (n), errored records, 95% CI; then the counts."""
     rows = []

@@ -92,22 +92,28 @@ def test_generation_with_a_local_model_then_resume(tmp_path, tiny_model, news_re
     assert again["runner"]["resumed_records"] == 6
     assert [r["model_output"] for r in records_again] == [r["model_output"] for r in records]
 
-    # An interrupted run: keep two finished generations and a line cut in half.
-    cache = out / "generations.jsonl"
-    lines = cache.read_text().splitlines()
-    cache.write_text("\n".join(lines[:3]) + "\n" + lines[3][:20])
+    # An interrupted run: only two calls made it into the run store.
+    import sqlite3
+
+    with sqlite3.connect(out / "calls.sqlite") as db:
+        keep = [row[0] for row in db.execute("SELECT key FROM calls ORDER BY created_at LIMIT 2")]
+        db.execute(f"DELETE FROM calls WHERE key NOT IN ({','.join('?' * len(keep))})", keep)
     assert main(args) == 0
     resumed, records_resumed = read_run(out)
-    assert resumed["runner"]["resumed_records"] == 2
+    assert resumed["runner"]["resumed_records"] == 2 and resumed["generation"]["called"] == 4
     assert [r["model_output"] for r in records_resumed] == [r["model_output"] for r in records]
+    assert sum(r["generation"]["cached"] for r in records_resumed) == 2
 
     # Other generation settings in the same directory: refused (the finished run would be lost) ...
     other = [*args[:-4], "--max-new-tokens", "4", "--no-progress", "--no-report"]
     assert main(other) == 2
     assert read_run(out)[0]["runner"]["resumed_records"] == 2  # untouched
-    # ... unless asked to overwrite; then nothing of the old settings is reused.
+    # ... unless asked to overwrite; then nothing of the old settings is reused ...
     assert main([*other, "--overwrite"]) == 0
     assert read_run(out)[0]["runner"]["resumed_records"] == 0
+    # ... and nothing of them is lost either: back to 8 tokens, every call is reused.
+    assert main([*args, "--overwrite"]) == 0
+    assert read_run(out)[0]["runner"]["resumed_records"] == 6
 
 
 def test_python_api_returns_a_dataframe(tmp_path, byo_dataset):

@@ -121,7 +121,7 @@ def test_unknown_runner_and_bertscore_options_fail_fast_in_one_line(tmp_path, ne
                                                                    capsys):
     data = write_jsonl(tmp_path / "d.jsonl", _byo_rows(news_records))
     cases = [
-        (["--model", "bedrock:anthropic.claude-3"], "unknown model runner 'bedrock'"),
+        (["--model", "openai:gpt-4o"], "unknown model runner 'openai'"),
         (["--model", "hf:no-such-org/no-such-model"], "neither a local path nor in the Hugging Face cache"),
         (["--output-field", "output", "--bertscore-model", "no-such-org/no-such-model"],
          "neither a local model directory nor in the Hugging Face cache"),

@@ -22,7 +22,7 @@ import torch
 from evalkit.devices import resolve_device
 from evalkit.errors import EvalkitError, ResourceMissingError, UsageError
 from evalkit.progress import progress_counter, quiet_library_progress
-from evalkit.runners.base import RUNNERS, Runner, RunnerOptions
+from evalkit.runners.base import RUNNERS, Request, Result, Runner, RunnerOptions
 from evalkit.runners.hf_source import resolve_source
 
 # End-of-turn markers of common chat templates. One is added to the stop tokens when the chat template
@@ -79,6 +79,10 @@ class HFRunner(Runner):
             raise UsageError(f"batch size must be at least 1, got {self.options.batch_size}")
         if self.options.max_new_tokens < 1:
             raise UsageError(f"max new tokens must be at least 1, got {self.options.max_new_tokens}")
+        if self.options.temperature or self.options.top_p is not None or self.options.stop_sequences:
+            raise UsageError("a local hf: model decodes greedily: temperature, top_p and stop sequences are for "
+                             "remote models")
+        self._identity: dict[str, Any] | None = None
         self.device = resolve_device(self.options.device)
         self.dtype = resolve_dtype(self.options.dtype, self.device)
         self.source = resolve_source(target)
@@ -100,6 +104,7 @@ class HFRunner(Runner):
                 pad_id = self.stop_token_ids[0] if self.stop_token_ids else 0
             tok.pad_token = tok.convert_ids_to_tokens(int(pad_id))
         self.pad_token_id = int(tok.pad_token_id)
+        self._stop_set = set(self.stop_token_ids)
         self.generation_config = self._generation_config()
         self._last_logit_only: dict[str, int] = {}
         self._split_prefill = self._split_prefill_supported()
@@ -203,24 +208,55 @@ class HFRunner(Runner):
     # -- generation --------------------------------------------------------------------------------
 
     def generate(self, prompts: Sequence[str]) -> list[str]:
-        prompts = list(prompts)
-        if not prompts:
+        """Completions for ``prompts`` (no context check: the caller's prompts are sent as they are)."""
+        return [self._decode(ids) for ids in self._generate_ids([self.prompt_token_ids(p) for p in prompts])]
+
+    def call_batch(self, requests: Sequence[Request]) -> list[Result]:
+        """One result per request: over-context prompts become errors (or are cut with ``truncate``), the
+        rest are generated together, with finish reason and token counts."""
+        from evalkit.runners.context import fit_request
+
+        budget = self.prompt_token_budget()
+        results: list[Result] = []
+        ready: list[tuple[Result, list[int]]] = []
+        for request in requests:
+            prompt, fitted = fit_request(self, request, budget)
+            result = fitted or Result(id=request.id)
+            results.append(result)
+            if result.error is None:
+                ready.append((result, self.prompt_token_ids(prompt)))
+        for (result, ids), new_ids in zip(ready, self._generate_ids([ids for _, ids in ready]), strict=True):
+            stopped = any(t in self._stop_set for t in new_ids)
+            result.text = self._decode(new_ids)
+            result.finish_reason = "stop" if stopped else "length"
+            result.usage = {"input_tokens": len(ids), "output_tokens": self._n_generated(new_ids)}
+        return results
+
+    def _n_generated(self, new_ids: list[int]) -> int:
+        """New tokens up to and including the first stop token (padding after it is not generated text)."""
+        for position, token in enumerate(new_ids):
+            if token in self._stop_set:
+                return position + 1
+        return len(new_ids)
+
+    def _generate_ids(self, encoded: list[list[int]]) -> list[list[int]]:
+        """New token ids for every encoded prompt, in order, generated in length-sorted batches."""
+        if not encoded:
             return []
-        encoded = [self.prompt_token_ids(p) for p in prompts]
         # Longest first: similar lengths share a batch, and a batch too large for memory fails early.
-        order = sorted(range(len(prompts)), key=lambda i: (-len(encoded[i]), i))
-        results: list[str | None] = [None] * len(prompts)
+        order = sorted(range(len(encoded)), key=lambda i: (-len(encoded[i]), i))
+        results: list[list[int]] = [[] for _ in encoded]
         batch_size = self.options.batch_size
-        bar = progress_counter(len(prompts), desc=f"generating ({self.target})", enabled=self.options.progress)
+        bar = progress_counter(len(encoded), desc=f"generating ({self.target})", enabled=self.options.progress)
         for start in range(0, len(order), batch_size):
             chunk = order[start:start + batch_size]
-            for index, text in zip(chunk, self._generate_batch([encoded[i] for i in chunk]), strict=True):
-                results[index] = text
+            for index, ids in zip(chunk, self._generate_batch([encoded[i] for i in chunk]), strict=True):
+                results[index] = ids
             bar.update(len(chunk))
         bar.close()
-        return [r if r is not None else "" for r in results]
+        return results
 
-    def _generate_batch(self, batch: list[list[int]]) -> list[str]:
+    def _generate_batch(self, batch: list[list[int]]) -> list[list[int]]:
         with torch.inference_mode():
             prepared = self._prefill(batch) if self._split_prefill and len(batch) > 1 else None
             if prepared is not None:
@@ -240,7 +276,7 @@ class HFRunner(Runner):
                 generation_config=self.generation_config,
                 **extra,
             )
-        return [self._decode(row.tolist()) for row in output[:, input_ids.shape[1]:].cpu()]
+        return [row.tolist() for row in output[:, input_ids.shape[1]:].cpu()]
 
     def _split_prefill_supported(self) -> bool:
         """Whether prompts can be prefilled in groups into one DynamicCache (see ``_prefill``)."""
@@ -366,12 +402,33 @@ class HFRunner(Runner):
         return input_ids, attention_mask, cache
 
     def _decode(self, new_ids: list[int]) -> str:
-        stops = set(self.stop_token_ids)
+        stops = self._stop_set
         for position, token in enumerate(new_ids):
             if token in stops:
                 new_ids = new_ids[:position]
                 break
         return self.tokenizer.decode(new_ids, skip_special_tokens=True).strip()
+
+    # -- identity ----------------------------------------------------------------------------------
+
+    def identity(self) -> dict[str, Any]:
+        """What decides this model's output: the sha256 of its files (weights, config, tokenizer, chat template;
+        see :mod:`evalkit.runners.identity`), the resolved dtype and device, and the library versions."""
+        if self._identity is None:
+            import transformers
+
+            from evalkit.runners.identity import files_fingerprint, model_files
+
+            files = model_files(self.source["path"], self.source["gguf_file"])
+            self._identity = {"runner": "hf", "files": files_fingerprint(files, self.source["path"]),
+                              "dtype": str(self.dtype).removeprefix("torch."),
+                              "device": torch.device(self.device).type,
+                              "torch": torch.__version__, "transformers": transformers.__version__}
+        return self._identity
+
+    def params(self) -> dict[str, Any]:
+        return {"decoding": "greedy", "max_new_tokens": self.options.max_new_tokens,
+                "chat_template": self.uses_chat_template, "truncate": self.options.truncate}
 
     # -- metadata ----------------------------------------------------------------------------------
 
@@ -386,6 +443,7 @@ class HFRunner(Runner):
         return {
             "spec": self.spec,
             "runner": "hf",
+            "identity": self.identity(),
             "source": self.source["kind"],
             "alias": self.source["alias"],
             "path": self.source["path"],

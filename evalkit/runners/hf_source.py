@@ -73,6 +73,6 @@ def hub_missing_message(target: str) -> str:
 
 
 @RUNNER_CHECKS.register("hf")
-def check_hf_target(target: str) -> None:
+def check_hf_target(prefix: str, target: str, options: Any = None) -> None:
     """The ``hf:`` target can be loaded from this machine (resolution only; nothing is loaded)."""
     resolve_source(target)
