@@ -25,6 +25,8 @@ class _Parser(argparse.ArgumentParser):
 def build_parser() -> argparse.ArgumentParser:
     parser = _Parser(prog="evalkit", description="Evaluate large language models offline.")
     parser.add_argument("--version", action="version", version=f"evalkit {__version__}")
+    parser.add_argument("-v", "--verbose", action="count", default=0,
+                        help="log to stderr: -v info (retries, reuse), -vv debug; credentials are never logged")
     commands = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
     _add_run(commands)
     _add_gate(commands)
@@ -205,6 +207,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.command is None:
         parser.print_help()
         return EXIT_USAGE
+    from evalkit.logs import configure_logging
+
+    configure_logging(args.verbose)
     try:
         if args.command == "run":
             return _run(args)

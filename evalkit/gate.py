@@ -232,8 +232,8 @@ def load_gate_run(run_dir: str | Path, role: str) -> RunResult:
                          else f"{role} run: not a directory", path=str(path))
     results_path = str(path / RESULTS_FILE)
     outcome = _peek_outcome(path / RESULTS_FILE)
-    if outcome.get("status") == "crashed":  # its records.jsonl, if any, is an older run's
-        raise InputError(f"{role} run crashed before it finished ({outcome.get('message')}); re-run it "
+    if outcome.get("status") in ("crashed", "stopped_fail_fast"):  # its records.jsonl, if any, is older
+        raise InputError(f"{role} run stopped before it finished ({outcome.get('message')}); re-run it "
                          "(finished generations are reused)", path=results_path)
     try:
         run = load_run(path)

@@ -47,6 +47,7 @@ ERROR_CHARS = 500  # an error message is kept to this many characters
 STATUS_COMPLETE = "complete"
 STATUS_ALL_FAILED = "all_records_failed"  # the run finished, but no record could be generated
 STATUS_CRASHED = "crashed"  # the run stopped before writing its results
+STATUS_FAIL_FAST = "stopped_fail_fast"  # --fail-fast stopped the run at a record that still failed
 
 
 @dataclass
@@ -100,14 +101,20 @@ def evaluate(config: RunConfig) -> RunResult:
 def _run_recorded(config: RunConfig, task: Task, template: str, data: LoadedDataset, settings: dict[str, Any],
                   metric_options: dict[str, dict[str, Any]], output_dir: Path, started: float) -> RunResult:
     """:func:`_run`, with a crash written down in results.json before it is reported."""
+    from evalkit.runners.executor import FailFast
+
     try:
         return _run(config, task, template, data, settings, metric_options, output_dir, started)
     except Exception as exc:
         if isinstance(exc, AllRecordsFailed):
             raise  # the run finished and wrote its results: not a crash
-        _write_crash(output_dir, settings, exc, started)
         if isinstance(exc, EvalkitError) and exc.exit_code != EXIT_RUNTIME:
             raise  # e.g. a model that cannot be loaded after all: the error says what to do
+        if isinstance(exc, FailFast):
+            _write_crash(output_dir, settings, exc, started, status=STATUS_FAIL_FAST)
+            raise RuntimeFailure(f"{exc} (the run stopped; finished calls are kept in the run store: re-run to "
+                                 "resume)") from None
+        _write_crash(output_dir, settings, exc, started)
         what = str(exc) if isinstance(exc, EvalkitError) else f"{type(exc).__name__}: {exc}"
         raise RuntimeFailure(f"the run crashed: {what[:ERROR_CHARS]} (recorded in {output_dir / RESULTS_FILE}; "
                              "finished generations are kept: re-run to resume)") from exc
@@ -266,7 +273,8 @@ def check_previous_run(output_dir: Path, settings: dict[str, Any], *, overwrite:
         return
     status = (previous.get("outcome") or {}).get("status") if isinstance(previous, dict) else None
     old = previous.get("run_settings") if isinstance(previous, dict) else None
-    if status != STATUS_CRASHED and previous.get("run_fingerprint") != fingerprint(settings, length=16):
+    unfinished = status in (STATUS_CRASHED, STATUS_FAIL_FAST)
+    if not unfinished and previous.get("run_fingerprint") != fingerprint(settings, length=16):
         diff = _differences(old, settings) if isinstance(old, dict) else []
         what = "; ".join(diff[:4]) + ("; ..." if len(diff) > 4 else "") if diff else \
             "it records no settings to compare"
@@ -289,10 +297,11 @@ def default_output_dir(task: str, model: str) -> Path:
     return Path("reports") / f"{stamp}-{task}-{slug or 'model'}"
 
 
-def _write_crash(output_dir: Path, settings: dict[str, Any], exc: BaseException, started: float) -> None:
+def _write_crash(output_dir: Path, settings: dict[str, Any], exc: BaseException, started: float,
+                 status: str = STATUS_CRASHED) -> None:
     """results.json of a run that stopped: what crashed, with which settings (best effort)."""
     code = exc.exit_code if isinstance(exc, EvalkitError) else EXIT_RUNTIME
-    results = {"metrics": {}, "outcome": {"status": STATUS_CRASHED, "exit_code": code,
+    results = {"metrics": {}, "outcome": {"status": status, "exit_code": code,
                                           "message": f"{type(exc).__name__}: {str(exc)[:ERROR_CHARS]}"},
                "run_settings": settings, "run_fingerprint": fingerprint(settings, length=16),
                "timings": {"total_s": round(time.perf_counter() - started, 3)}, "versions": _versions(),

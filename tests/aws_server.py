@@ -8,7 +8,7 @@ Real boto3 clients reach it through ``AWS_ENDPOINT_URL_BEDROCK_RUNTIME`` and
   (Anthropic Messages and text completion, Titan, Llama, Mistral, Cohere) or, for any other body, with
   ``{"generation": ...}``;
 * ``POST /endpoints/{name}/invocations`` -- SageMaker InvokeEndpoint, answering as the TGI container does
-  (``[{"generated_text": ...}]``).
+  (``[{"generated_text": ...}]``) to a body with ``inputs``, and with ``{"generation": ...}`` to any other.
 
 The answer to a prompt is deterministic (:func:`answer`). Faults are asked for inside the prompt itself, so a
 test dataset says which record meets which fault, and each is counted per (route, model, prompt):
@@ -55,6 +55,7 @@ class Call:
     status: int
     headers: dict[str, str]
     body: Any = None
+    time: float = 0.0  # time.monotonic() when the request arrived
 
 
 @dataclass
@@ -74,11 +75,13 @@ def _prompt_of(route: str, body: Any) -> str:
     if route == "converse":
         texts = [part.get("text", "") for m in body.get("messages", []) for part in m.get("content", [])]
         return "\n".join(texts)
-    if route == "invocations":
-        return body.get("inputs", "") if isinstance(body, dict) else ""
+    if route == "invocations" and isinstance(body, dict) and isinstance(body.get("inputs"), str):
+        return body["inputs"]
+    if not isinstance(body, dict):
+        return json.dumps(body)
     if "messages" in body:  # Anthropic Messages
         return "\n".join(p.get("text", "") for m in body["messages"] for p in m.get("content", []))
-    for key in ("inputText", "prompt", "message", "inputs", "text"):
+    for key in ("inputText", "prompt", "message", "inputs", "text", "text_inputs"):
         if isinstance(body.get(key), str):
             return body[key]
     return json.dumps(body)
@@ -114,6 +117,7 @@ class _Handler(BaseHTTPRequestHandler):
 
     def do_POST(self) -> None:  # noqa: N802 - http.server's name
         state = self.server.state
+        self._arrived = time.monotonic()
         length = int(self.headers.get("Content-Length") or 0)
         raw = self.rfile.read(length)
         match = re.match(r"^/model/([^/]+)/(converse|invoke)$|^/endpoints/([^/]+)/invocations$", self.path)
@@ -165,14 +169,17 @@ class _Handler(BaseHTTPRequestHandler):
                         "metrics": {"latencyMs": int(1000 * state.latency_s)}}
         elif route == "invoke":
             out = _invoke_answer(body, text)
+        elif isinstance(body, dict) and "inputs" in body:
+            out = [{"generated_text": text}]  # the TGI container
         else:
-            out = [{"generated_text": text}]
+            out = {"generation": text}  # any other container, read with a user output path
         self._send(200, out, route, model, prompt, body)
         return None
 
     def _log(self, route: str, model: str, prompt: str, status: int, body: Any = None) -> None:
         with self.server.state.lock:
-            self.server.state.calls.append(Call(route, model, prompt, status, dict(self.headers.items()), body))
+            self.server.state.calls.append(Call(route, model, prompt, status, dict(self.headers.items()), body,
+                                                self._arrived))
 
     def _send(self, status: int, payload: Any, route: str, model: str, prompt: str, body: Any = None,
               headers: dict[str, str] | None = None) -> None:

@@ -217,3 +217,26 @@ def test_bertscore_idf_comes_from_the_dataset_whatever_is_sampled(tmp_path, byo_
     for results, _ in runs.values():
         source = results["metric_settings"]["bertscore"]["idf_source"]
         assert source["records"] == 12 and source["references"] == 12 and source["from"].startswith("dataset")
+
+
+def test_new_weights_at_the_same_path_are_generated_again_and_said_so(tmp_path, news_records):
+    """The run store keys on what ran: another checkpoint saved to the same directory is another model."""
+    model = build_tiny_causal_lm(tmp_path / "ckpt", seed=1)
+    data = write_jsonl(tmp_path / "d.jsonl", news_records[:4])
+    out = tmp_path / "run"
+    args = ["run", "summarization", "--model", f"hf:{model}", "--dataset", str(data), "--output-dir", str(out),
+            "--max-new-tokens", "6", "--no-progress", "--no-report"]
+    assert main(args) == 0
+    first, _ = read_run(out)
+    build_tiny_causal_lm(tmp_path / "ckpt", seed=2)  # new weights, same path, same spec
+    proc = evalkit_cli(*args)
+    assert proc.returncode == 0, proc.stderr
+    second, second_records = read_run(out)
+    assert second["generation"]["reused"] == 0 and second["generation"]["called"] == 4
+    assert second["runner"]["identity"]["files"]["sha256"] != first["runner"]["identity"]["files"]["sha256"]
+    assert "now resolves to another model" in second["generation"]["identity_changed"]
+    assert "note: hf:" in proc.stdout and "now resolves to another model" in proc.stdout
+    assert all(not r["generation"]["cached"] for r in second_records)
+    build_tiny_causal_lm(tmp_path / "ckpt", seed=1)  # the first weights again: their calls were never lost
+    assert main(args) == 0
+    assert read_run(out)[0]["generation"]["reused"] == 4

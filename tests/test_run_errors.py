@@ -136,7 +136,7 @@ def test_a_crash_is_told_apart_from_an_error_rate_in_the_message_and_results(tmp
     assert results["outcome"]["status"] == "crashed" and results["outcome"]["exit_code"] == 3
     assert "returned 3 outputs for 4 prompts" in results["outcome"]["message"]
     assert main(["gate", "--candidate", str(out), "--max-error-rate", "0.5"]) == 2  # nothing to gate
-    assert "crashed before it finished" in capsys.readouterr().err
+    assert "stopped before it finished" in capsys.readouterr().err
 
 
 def test_every_generation_failing_is_a_finished_run_not_a_crash(tmp_path, news_records, monkeypatch, capsys):

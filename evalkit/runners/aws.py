@@ -47,7 +47,17 @@ def require_boto3() -> Any:
 
 
 def aws_session() -> Any:
-    return require_boto3().session.Session()
+    """A boto3 session from the standard chain; its secret key and session token are registered with the log
+    redaction (:mod:`evalkit.logs`) before anything can log them."""
+    from evalkit.logs import register_secret
+
+    session = require_boto3().session.Session()
+    credentials = session.get_credentials()
+    if credentials is not None:
+        frozen = credentials.get_frozen_credentials()
+        register_secret(frozen.secret_key)
+        register_secret(frozen.token)
+    return session
 
 
 def region_from_arn(target: str) -> str | None:

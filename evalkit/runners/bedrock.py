@@ -31,10 +31,9 @@ from evalkit.runners.aws import (
     search_output,
 )
 from evalkit.runners.base import FILTERED, RUNNERS, Request, Result, Runner, RunnerOptions
+from evalkit.runners.config import check_backend_keys
 
 FILTER_STOPS = {"content_filtered", "guardrail_intervened"}
-CONVERSE_KEYS = ("additional_model_request_fields",)
-INVOKE_KEYS = ("content_template", "output_path", "family", "anthropic_api")
 
 
 class BedrockRunner(Runner):
@@ -43,16 +42,12 @@ class BedrockRunner(Runner):
     batched = False
     default_concurrency = 4
     api = ""
-    backend_keys: tuple[str, ...] = ()
 
     def __init__(self, target: str, options: RunnerOptions):
         self.model_id = target.strip()
         self.options = options
         self.spec = f"{self.prefix}:{self.model_id}"
-        unknown = sorted(set(options.backend) - set(self.backend_keys))
-        if unknown:
-            raise UsageError(f"{self.prefix}: unknown model-config key(s) {', '.join(unknown)}; known for this "
-                             f"runner: {', '.join(self.backend_keys) or 'none'}")
+        check_backend_keys(self.prefix, options.backend)
         self.region = resolve_region(self.model_id)
         self.client = make_client("bedrock-runtime", self.region, options)
 
@@ -81,7 +76,6 @@ class BedrockRunner(Runner):
 
 class BedrockConverseRunner(BedrockRunner):
     api = "converse"
-    backend_keys = CONVERSE_KEYS
 
     def call(self, request: Request) -> Result:
         o = self.options
@@ -256,7 +250,6 @@ def family_of(model_id: str, backend: dict[str, Any]) -> str | None:
 
 class BedrockInvokeRunner(BedrockRunner):
     api = "invoke"
-    backend_keys = INVOKE_KEYS
 
     def __init__(self, target: str, options: RunnerOptions):
         super().__init__(target, options)

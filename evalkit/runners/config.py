@@ -22,11 +22,27 @@ from dataclasses import fields
 from pathlib import Path
 from typing import Any
 
-from evalkit.errors import InputError
+from evalkit.errors import InputError, UsageError
 from evalkit.runners.base import RunnerOptions
 
-BACKEND_KEYS = ("content_template", "output_path", "content_type", "accept", "target_variant", "inference_component",
-                "custom_attributes", "family", "anthropic_api", "additional_model_request_fields")
+# backend settings each runner prefix takes (checked before anything runs)
+RUNNER_BACKEND_KEYS: dict[str, tuple[str, ...]] = {
+    "hf": (),
+    "bedrock": ("additional_model_request_fields",),
+    "bedrock-invoke": ("content_template", "output_path", "family", "anthropic_api"),
+    "sagemaker": ("content_template", "output_path", "content_type", "accept", "target_variant",
+                  "inference_component", "custom_attributes"),
+}
+BACKEND_KEYS = tuple(dict.fromkeys(k for keys in RUNNER_BACKEND_KEYS.values() for k in keys))
+
+
+def check_backend_keys(prefix: str, backend: dict[str, Any]) -> None:
+    """Backend settings the runner ``prefix`` does not take are a usage error naming them."""
+    known = RUNNER_BACKEND_KEYS.get(prefix)
+    unknown = sorted(set(backend) - set(known)) if known is not None else []
+    if unknown:
+        raise UsageError(f"{prefix}: unknown model-config key(s) {', '.join(unknown)}; known for {prefix}: "
+                         f"{', '.join(known) or 'none'}")
 _NOT_IN_FILES = ("backend", "progress", "seed")
 OPTION_KEYS = tuple(f.name for f in fields(RunnerOptions) if f.name not in _NOT_IN_FILES)
 _INTS = {"batch_size", "max_new_tokens", "concurrency", "max_attempts"}

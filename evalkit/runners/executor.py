@@ -19,6 +19,7 @@ this module is the only retry policy and ``Result.attempts`` counts every reques
 
 from __future__ import annotations
 
+import logging
 import random
 import threading
 import time
@@ -33,6 +34,7 @@ from evalkit.runners.base import RETRIED_KINDS, Request, Result, Runner, RunnerO
 from evalkit.runners.store import RunStore, call_key
 
 BATCHES_PER_CALL = 4  # batched runners get this many batches per call_batch (and per store round)
+logger = logging.getLogger(__name__)
 
 
 class FailFast(RuntimeFailure):
@@ -107,6 +109,8 @@ def execute(runner: Runner, requests: Sequence[Request], *, store: RunStore | No
                 if on_result is not None:
                     on_result(i, hits[key])
     todo = [i for i, r in enumerate(results) if r is None]
+    logger.info("%s: %d of %d calls reused from the run store, %d to make", runner.spec, len(requests) - len(todo),
+                len(requests), len(todo))
     bar = progress_counter(len(requests), desc=f"Generating ({runner.spec})", enabled=progress and bool(todo))
     bar.update(len(requests) - len(todo))
     lock = threading.Lock()
@@ -205,7 +209,10 @@ def _run_parallel(runner: Runner, requests: Sequence[Request], todo: list[int],
                 if result.error is not None and result.error_kind in RETRIED_KINDS and attempt >= policy.max_attempts:
                     result.error = f"{result.error} (gave up after {attempt} attempts)"
                 return i, result
-            time.sleep(policy.delay(attempt - 1, rng))
+            delay = policy.delay(attempt - 1, rng)
+            logger.info("record %s: %s (%s); attempt %d of %d, retrying in %.2f s", requests[i].id, result.error,
+                        result.error_kind, attempt, policy.max_attempts, delay)
+            time.sleep(delay)
 
     pending: set[Future[Any]] = set()
     queue = list(todo)

@@ -75,4 +75,7 @@ def hub_missing_message(target: str) -> str:
 @RUNNER_CHECKS.register("hf")
 def check_hf_target(prefix: str, target: str, options: Any = None) -> None:
     """The ``hf:`` target can be loaded from this machine (resolution only; nothing is loaded)."""
+    from evalkit.runners.config import check_backend_keys
+
+    check_backend_keys("hf", getattr(options, "backend", None) or {})
     resolve_source(target)

@@ -18,9 +18,8 @@ from typing import Any
 from evalkit.errors import UsageError
 from evalkit.runners.aws import classify_aws, decode_body, make_client, render_content, resolve_region, search_output
 from evalkit.runners.base import RUNNERS, Request, Result, Runner, RunnerOptions
+from evalkit.runners.config import check_backend_keys
 
-BACKEND_KEYS = ("content_template", "output_path", "content_type", "accept", "target_variant",
-                "inference_component", "custom_attributes")
 DEFAULT_OUTPUT_PATH = "[0].generated_text"
 
 
@@ -47,10 +46,7 @@ class SageMakerRunner(Runner):
         self.options = options
         self.spec = f"sagemaker:{self.endpoint}"
         backend = options.backend
-        unknown = sorted(set(backend) - set(BACKEND_KEYS))
-        if unknown:
-            raise UsageError(f"sagemaker: unknown model-config key(s) {', '.join(unknown)}; known: "
-                             f"{', '.join(BACKEND_KEYS)}")
+        check_backend_keys("sagemaker", backend)
         if backend.get("content_template") and not backend.get("output_path"):
             raise UsageError("sagemaker: a content_template needs its output_path (JMESPath into the response)")
         self.template = backend.get("content_template")
