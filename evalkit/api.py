@@ -8,13 +8,13 @@ from typing import Any
 from evalkit.dataset import DatasetSpec
 from evalkit.pipeline import RunConfig, evaluate
 from evalkit.results import RunResult
-from evalkit.runners.base import RunnerOptions
+from evalkit.runners.base import Runner, RunnerOptions
 from evalkit.tasks import TASKS
 
 
 def evaluate_summarization(
     dataset: str,
-    model: str | None = None,
+    model: str | Runner | None = None,
     *,
     input_field: str | None = None,
     target_field: str | None = None,
@@ -44,6 +44,7 @@ def evaluate_summarization(
     truncate: bool = False,
     overwrite: bool = False,
     use_cache: bool = True,
+    metrics: tuple[str, ...] | list[str] | None = None,
     **call_options: Any,
 ) -> RunResult:
     """Summarization accuracy (ROUGE-1/2/L, METEOR, BERTScore) of ``model`` on ``dataset``.
@@ -87,5 +88,6 @@ def evaluate_summarization(
         truncate=truncate or runner_options.truncate,
         overwrite=overwrite,
         use_cache=use_cache,
+        metrics=tuple(metrics) if metrics else None,
     )
     return evaluate(config)

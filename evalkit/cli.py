@@ -77,6 +77,9 @@ def _add_run(commands: argparse._SubParsersAction) -> None:
         "model calls", "how calls are made; remote models (Bedrock, SageMaker) above all. Finished calls are "
                        "kept in OUTPUT_DIR/calls.sqlite and reused by a re-run with the same model and settings"))
     scoring = run.add_argument_group("scoring")
+    scoring.add_argument("--metrics", metavar="NAMES",
+                         help="comma-separated metric families (default: rouge,meteor,bertscore; bertscore needs the "
+                              "hf extra)")
     scoring.add_argument("--bertscore-model",
                          help="HF id or local path (default: all-MiniLM-L6-v2 shipped offline; fmeval "
                               "uses microsoft/deberta-xlarge-mnli)")
@@ -113,6 +116,15 @@ def _add_call_options(group: argparse._ArgumentGroup) -> None:
                        help="stop at the first record that still fails (default: record the error, go on)")
     group.add_argument("--no-cache", action="store_true",
                        help="call the model again for every record, even those the run store holds")
+
+
+def _metric_families(args: argparse.Namespace) -> tuple[str, ...] | None:
+    if not args.metrics:
+        return None
+    names = tuple(dict.fromkeys(n.strip() for n in args.metrics.split(",") if n.strip()))
+    if not names:
+        raise UsageError("--metrics: give at least one metric family, e.g. rouge,meteor")
+    return names
 
 
 def runner_options_from(args: argparse.Namespace):
@@ -243,9 +255,9 @@ def main(argv: Sequence[str] | None = None) -> int:
 def _run(args: argparse.Namespace) -> int:
     gate = None
     if any(getattr(args, name) is not None for name in _GATE_OPTIONS):  # a typo must not cost a run
-        from evalkit.gate import TASK_METRICS
+        from evalkit.gate import task_columns
 
-        gate = _gate_spec(args, TASK_METRICS[args.task], f"the {args.task} task")
+        gate = _gate_spec(args, task_columns(args.task, _metric_families(args)), f"the {args.task} task")
         if args.baseline is not None and args.output_dir is not None and \
                 os.path.realpath(args.output_dir) == os.path.realpath(args.baseline):
             raise UsageError(f"--output-dir {args.output_dir} is the --baseline run; the run would overwrite it")
@@ -262,7 +274,7 @@ def _run(args: argparse.Namespace) -> int:
         bertscore_idf=args.bertscore_idf, bertscore_rescale=args.bertscore_rescale,
         bertscore_baseline_path=args.bertscore_baseline_path, progress=not args.no_progress,
         write_report=not args.no_report, truncate=args.truncate, overwrite=args.overwrite,
-        use_cache=not args.no_cache,
+        use_cache=not args.no_cache, metrics=_metric_families(args),
     )
     from evalkit.summary_table import format_generation_line, format_metrics_table
 

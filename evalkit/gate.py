@@ -55,12 +55,15 @@ from evalkit.paired import (
 from evalkit.results import RECORDS_FILE, REPORT_FILE, RESULTS_FILE, RunResult, load_run
 from evalkit.stats import holm, summarize
 
-# Score columns of each task, known before anything is run (so a typo fails in a second, not after
-# a ten-minute generation).
-TASK_METRICS: dict[str, tuple[str, ...]] = {
-    "summarization": ("rouge1", "rouge2", "rougeL", "meteor", "bertscore", "bertscore_precision",
-                      "bertscore_recall"),
-}
+
+def task_columns(task: str, families: Sequence[str] | None = None) -> tuple[str, ...]:
+    """Score columns a run of ``task`` with these metric families will have, known before anything runs (so a
+    typo fails in a second, not after a ten-minute generation). Metric modules import nothing heavy."""
+    from evalkit.metrics.base import METRICS
+    from evalkit.tasks import TASKS
+
+    names = families or TASKS.get(task).metrics
+    return tuple(column for name in names for column in METRICS.get(name).columns)
 DEFAULT_ALPHA = 0.05
 FEW_SHARED_IDS = 10          # fewer shared ids than this (or < half of either run) gets a warning
 PASS, WARN, FAIL = "PASS", "WARN", "FAIL"

@@ -33,7 +33,7 @@ from evalkit.metrics.base import Metric
 from evalkit.progress import quiet_library_progress
 from evalkit.prompts import render_prompt, validate_template
 from evalkit.results import RECORDS_FILE, REPORT_FILE, RESULTS_FILE, RunResult
-from evalkit.runners.base import Result, RunnerOptions
+from evalkit.runners.base import Result, Runner, RunnerOptions
 from evalkit.runners.store import run_lock
 from evalkit.stats import summarize
 from evalkit.tasks import TASKS, Task
@@ -56,7 +56,7 @@ class RunConfig:
 
     dataset: DatasetSpec
     task: str = "summarization"
-    model: str | None = None
+    model: str | Runner | None = None  # a spec, or a runner built already (e.g. a wrapped fmeval ModelRunner)
     prompt_template: str | None = None
     max_samples: int | None = None
     seed: int = 0
@@ -69,6 +69,7 @@ class RunConfig:
     truncate: bool = False  # cut the input of a prompt longer than the model's context, instead of an error
     overwrite: bool = False  # replace a finished run of other settings in output_dir
     use_cache: bool = True  # reuse finished calls from the run store (False: call again, still store)
+    metrics: tuple[str, ...] | None = None  # metric families; None: the task's
 
 
 def evaluate(config: RunConfig) -> RunResult:
@@ -80,18 +81,18 @@ def evaluate(config: RunConfig) -> RunResult:
     if config.dataset.output_field is not None and config.model:
         raise UsageError("give either --model (generate outputs) or --output-field (score outputs already "
                          "in the dataset), not both")
-    if config.model:
+    if isinstance(config.model, str):
         from evalkit.runners.base import check_runner_spec
 
         check_runner_spec(config.model, config.runner)
     metric_options = _metric_options(config)
     from evalkit.metrics.base import check_metrics
 
-    check_metrics(task.metrics, metric_options)
+    check_metrics(_families(config, task), metric_options)
     data = load_dataset(config.dataset, skip_invalid=config.skip_invalid, max_samples=config.max_samples,
                         seed=config.seed, progress=config.progress)
     settings = run_settings(config, task, template, data, metric_options)
-    output_dir = Path(config.output_dir or default_output_dir(config.task, config.model or "outputs"))
+    output_dir = Path(config.output_dir or default_output_dir(config.task, model_spec(config) or "outputs"))
     prepare_output_dir(output_dir)
     with run_lock(output_dir):
         check_previous_run(output_dir, settings, overwrite=config.overwrite)
@@ -127,7 +128,7 @@ def _run(config: RunConfig, task: Task, template: str, data: LoadedDataset, sett
     timings: dict[str, float] = {}
     start = time.perf_counter()
     with quiet_library_progress(not config.progress):
-        metrics = build_metrics(task.metrics, metric_options)
+        metrics = build_metrics(_families(config, task), metric_options)
     for metric in metrics:
         metric.prepare(data.all_references)
     timings["metrics_load_s"] = round(time.perf_counter() - start, 3)
@@ -170,7 +171,7 @@ def _run(config: RunConfig, task: Task, template: str, data: LoadedDataset, sett
     results = {
         "task": task.name,
         "metrics": summaries,
-        "model": config.model,
+        "model": model_spec(config),
         "output_field": config.dataset.output_field,
         "dataset": data.metadata(),
         "prompt_template": template if config.model else None,
@@ -205,9 +206,21 @@ def _run(config: RunConfig, task: Task, template: str, data: LoadedDataset, sett
 # what decides a run, and the output directory
 
 
+def model_spec(config: RunConfig) -> str | None:
+    """The model as text: the spec given, or the spec of the runner given."""
+    return config.model.spec if isinstance(config.model, Runner) else config.model
+
+
+def _families(config: RunConfig, task: Task) -> tuple[str, ...]:
+    return config.metrics or task.metrics
+
+
 def _metric_options(config: RunConfig) -> dict[str, dict[str, Any]]:
-    options = {name: dict(opts) for name, opts in config.metric_options.items()}
-    options.setdefault("bertscore", {}).setdefault("device", config.runner.device)
+    """Options of the metric families this run uses (BERTScore on the runner's device unless told)."""
+    families = _families(config, TASKS.get(config.task))
+    options = {name: dict(opts) for name, opts in config.metric_options.items() if name in families}
+    if "bertscore" in families:
+        options.setdefault("bertscore", {}).setdefault("device", config.runner.device or "auto")
     return options
 
 
@@ -223,9 +236,10 @@ def run_settings(config: RunConfig, task: Task, template: str, data: LoadedDatas
         "max_samples": config.max_samples,
         "seed": config.seed,
         "skip_invalid": config.skip_invalid,
+        "metric_families": list(_families(config, task)),
         "metrics": {name: {k: v for k, v in opts.items() if k not in ("device", "batch_size")}
                     for name, opts in sorted(metric_options.items())},
-        "model": config.model,
+        "model": model_spec(config),
     }
     if config.model:
         settings["generation"] = generation_settings(config, template)
@@ -235,7 +249,7 @@ def run_settings(config: RunConfig, task: Task, template: str, data: LoadedDatas
 def generation_settings(config: RunConfig, template: str) -> dict[str, Any]:
     """The generation options that decide outputs (not how fast they come: concurrency, retries, timeouts)."""
     options = config.runner
-    return {"model": config.model, "template": template, "max_new_tokens": options.max_new_tokens,
+    return {"model": model_spec(config), "template": template, "max_new_tokens": options.max_new_tokens,
             "use_chat_template": options.use_chat_template, "dtype": options.dtype, "device": options.device,
             "truncate": config.truncate, "temperature": options.temperature, "top_p": options.top_p,
             "stop_sequences": list(options.stop_sequences), "system_prompt": options.system_prompt,
@@ -337,8 +351,11 @@ def _generate(config: RunConfig, samples: list[Sample], prompts: list[str | None
     timings: dict[str, float] = {}
     start = time.perf_counter()
     options = replace(config.runner, progress=False, seed=config.seed, truncate=config.truncate)
-    with quiet_library_progress(not config.progress):
-        runner = create_runner(config.model, options)
+    if isinstance(config.model, Runner):
+        runner = config.model
+    else:
+        with quiet_library_progress(not config.progress):
+            runner = create_runner(config.model, options)
     timings["model_load_s"] = round(time.perf_counter() - start, 3)
     identity = runner.identity()
     identity_fp = fingerprint(identity)
@@ -347,15 +364,15 @@ def _generate(config: RunConfig, samples: list[Sample], prompts: list[str | None
     stats = ExecutionStats()
     start = time.perf_counter()
     with RunStore(output_dir) as store:
-        earlier = store.other_identities(config.model, identity_fp)
+        earlier = store.other_identities(runner.spec, identity_fp)
         results = execute(runner, requests, store=store, use_cache=config.use_cache, progress=config.progress,
                           stats=stats)
         describe = runner.describe()
-        store.remember_runner(config.model, identity_fp, identity, describe)
+        store.remember_runner(runner.spec, identity_fp, identity, describe)
     timings["generation_s"] = round(time.perf_counter() - start, 3)
     changed = None
     if earlier:
-        changed = (f"{config.model} now resolves to another model than the one that made {len(earlier)} earlier "
+        changed = (f"{runner.spec} now resolves to another model than the one that made {len(earlier)} earlier "
                    f"set(s) of generations in this directory (identity {identity_fp[:12]} vs "
                    f"{earlier[0]['fingerprint'][:12]}): its records were generated again, the earlier ones kept")
     info = {**describe, "identity_fingerprint": identity_fp, "identity_changed": changed,

@@ -277,7 +277,7 @@ def test_ci_examples_use_options_that_exist(name):
 
     yaml = pytest.importorskip("yaml")
     from evalkit.cli import build_parser
-    from evalkit.gate import TASK_METRICS, parse_gate_spec
+    from evalkit.gate import parse_gate_spec, task_columns
 
     doc = yaml.safe_load((ROOT / "examples" / "ci" / name).read_text())
     scripts = [step.get("run", "") for job in doc.get("jobs", {}).values() for step in job["steps"]]
@@ -290,7 +290,7 @@ def test_ci_examples_use_options_that_exist(name):
     assert args.baseline and args.junit and args.summary_md and args.threshold and args.max_regression
     spec = parse_gate_spec(thresholds=args.threshold, max_regressions=args.max_regression, alpha=args.alpha,
                            max_error_rate=args.max_error_rate, has_baseline=True)
-    spec.validate_metrics(TASK_METRICS["summarization"])
+    spec.validate_metrics(task_columns("summarization"))
 
 
 # ------------------------------------------------------------------------------------------------

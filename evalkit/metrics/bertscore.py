@@ -97,6 +97,9 @@ class BertScore(Metric):
     def check_options(cls, model: str | None = None, num_layers: int | None = None, idf: bool = False,
                       rescale_with_baseline: bool = False, baseline_path: str | None = None, lang: str = "en",
                       device: str = "auto", batch_size: int = 64) -> None:
+        from evalkit.extras import HF_MODULES, require
+
+        require((*HF_MODULES, "bert_score"), "hf", "BERTScore", "or choose --metrics rouge,meteor")
         name, load_from, _ = resolve_bertscore_model(model, num_layers)
         if rescale_with_baseline:
             _check_baseline(name, load_from, lang, baseline_path)

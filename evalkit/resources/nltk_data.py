@@ -399,6 +399,12 @@ def install_all(data_dir: str | os.PathLike | None = None, sdist: str | os.PathL
 # Run-time checks
 # ------------------------------------------------------------------------------------------------
 
+def use_installed_data() -> None:
+    """Put evalkit's NLTK data directory on ``nltk.data.path`` (no check, no load: for worker processes of a
+    run whose data was checked already)."""
+    _add_to_nltk_path(default_data_dir())
+
+
 def ensure_punkt_tab() -> Path:
     """Make ``nltk.word_tokenize`` work: find punkt_tab english, installing it into
     ``default_data_dir()`` (no network) when NLTK cannot find it. Returns the directory found."""

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import string
 from typing import Any
 
@@ -67,8 +68,9 @@ def region_from_arn(target: str) -> str | None:
 
 
 def resolve_region(target: str) -> str:
-    """The region a call goes to: the ARN's own, else the standard chain's (AWS_REGION, profile ...)."""
-    region = region_from_arn(target) or aws_session().region_name
+    """The region a call goes to: the ARN's own, else the standard chain's (AWS_DEFAULT_REGION, the profile),
+    else AWS_REGION (which other AWS SDKs read and boto3 does not)."""
+    region = region_from_arn(target) or aws_session().region_name or os.environ.get("AWS_REGION")
     if not region:
         raise UsageError("no AWS region: set AWS_REGION (or AWS_DEFAULT_REGION), or a region in your AWS profile")
     return region

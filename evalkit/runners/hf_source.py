@@ -75,7 +75,9 @@ def hub_missing_message(target: str) -> str:
 @RUNNER_CHECKS.register("hf")
 def check_hf_target(prefix: str, target: str, options: Any = None) -> None:
     """The ``hf:`` target can be loaded from this machine (resolution only; nothing is loaded)."""
+    from evalkit.extras import HF_MODULES, require
     from evalkit.runners.config import check_backend_keys
 
+    require(HF_MODULES, "hf", "the hf: runner (local models)")
     check_backend_keys("hf", getattr(options, "backend", None) or {})
     resolve_source(target)
