@@ -10,7 +10,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from acr.results import ACRResult
-from evalkit.stats import MEAN_CI_METHOD, PROPORTION_CI_METHOD, mean_ci, proportion_ci
+from evalkit.statistics.summary import MEAN_CI_METHOD, PROPORTION_CI_METHOD, mean_ci, proportion_ci
 
 FRAME_COLUMNS = [
     "target", "target_tokens", "prompt_tokens", "acr", "memorized", "success", "censored",

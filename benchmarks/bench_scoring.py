@@ -31,9 +31,9 @@ def main() -> int:
     from nltk.translate.meteor_score import single_meteor_score
     from rouge_score import rouge_scorer
 
-    from evalkit.metrics import build_metrics
     from evalkit.resources.models import minilm_model_dir
     from evalkit.resources.nltk_data import ensure_punkt_tab, ensure_wordnet
+    from evalkit.scoring import build_metrics
 
     ensure_wordnet()
     ensure_punkt_tab()

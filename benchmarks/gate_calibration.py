@@ -27,7 +27,7 @@ import numpy as np
 if __package__ in (None, ""):
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from evalkit.gate import FAIL, evaluate_gate, parse_gate_spec  # noqa: E402
+from evalkit.gate.checks import FAIL, evaluate_gate, parse_gate_spec  # noqa: E402
 from evalkit.results import RunResult  # noqa: E402
 
 DELTA = 0.02

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from evalkit.dataset import DatasetSpec
+from evalkit.data.dataset import DatasetSpec
 from evalkit.pipeline import RunConfig, evaluate
 from evalkit.results import RunResult
 from evalkit.runners.base import Runner, RunnerOptions

@@ -26,16 +26,16 @@ from typing import Any
 
 from evalkit import __version__
 from evalkit.atomic import atomic_write_json, atomic_write_jsonl
-from evalkit.dataset import DatasetSpec, LoadedDataset, Sample, load_dataset
+from evalkit.data.dataset import DatasetSpec, LoadedDataset, Sample, load_dataset
+from evalkit.data.prompts import render_prompt, validate_template
 from evalkit.errors import EXIT_OK, EXIT_RUNTIME, AllRecordsFailed, EvalkitError, RuntimeFailure, UsageError
 from evalkit.hashing import fingerprint
-from evalkit.metrics.base import Metric
 from evalkit.progress import quiet_library_progress
-from evalkit.prompts import render_prompt, validate_template
 from evalkit.results import RECORDS_FILE, REPORT_FILE, RESULTS_FILE, RunResult
 from evalkit.runners.base import Result, Runner, RunnerOptions
 from evalkit.runners.store import run_lock
-from evalkit.stats import summarize
+from evalkit.scoring.base import Metric
+from evalkit.statistics.summary import summarize
 from evalkit.tasks import TASKS, Task
 
 VERSIONED_PACKAGES = ("torch", "transformers", "rouge-score", "nltk", "bert-score", "numpy", "datasets", "scipy",
@@ -86,7 +86,7 @@ def evaluate(config: RunConfig) -> RunResult:
 
         check_runner_spec(config.model, config.runner)
     metric_options = _metric_options(config)
-    from evalkit.metrics.base import check_metrics
+    from evalkit.scoring.base import check_metrics
 
     check_metrics(_families(config, task), metric_options)
     data = load_dataset(config.dataset, skip_invalid=config.skip_invalid, max_samples=config.max_samples,
@@ -123,7 +123,7 @@ def _run_recorded(config: RunConfig, task: Task, template: str, data: LoadedData
 
 def _run(config: RunConfig, task: Task, template: str, data: LoadedDataset, settings: dict[str, Any],
          metric_options: dict[str, dict[str, Any]], output_dir: Path, started: float) -> RunResult:
-    from evalkit.metrics.base import build_metrics
+    from evalkit.scoring.base import build_metrics
 
     timings: dict[str, float] = {}
     start = time.perf_counter()
@@ -193,7 +193,7 @@ def _run(config: RunConfig, task: Task, template: str, data: LoadedDataset, sett
     atomic_write_jsonl(output_dir / RECORDS_FILE, records)
     atomic_write_json(output_dir / RESULTS_FILE, results)
     if config.write_report:
-        from evalkit.report.html import write_report
+        from evalkit.reports.html import write_report
 
         write_report(output_dir / REPORT_FILE, results, records)
     if outcome["status"] == STATUS_ALL_FAILED:

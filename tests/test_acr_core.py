@@ -348,7 +348,7 @@ def test_results_serialize_tabulate_summarize_and_plot(run):
     summary = summarize_results(results, seed=0)
     assert (summary["total"], summary["memorized"], summary["found"], summary["not_found"]) == (5, 3, 3, 2)
     assert summary["portion_memorized"] == pytest.approx(0.6)
-    from evalkit.stats import mean_ci, proportion_ci
+    from evalkit.statistics.summary import mean_ci, proportion_ci
 
     assert summary["portion_memorized_ci95"] == list(proportion_ci(3, 5))  # Wilson
     found = [r.acr for r in results if r.success]

@@ -86,10 +86,16 @@ def test_generation_with_a_local_model_then_resume(tmp_path, tiny_model, news_re
     assert records[0]["prompt"].endswith(news_records[0]["document"])
     assert all(isinstance(r["model_output"], str) and r["error"] is None for r in records)
 
-    # A second run in the same directory reuses every finished generation.
+    # A second run in the same directory reuses every finished generation, and says the same about the runner.
     assert main(args) == 0
     again, records_again = read_run(out)
     assert again["runner"]["resumed_records"] == 6
+
+    def metadata(runner: dict) -> dict:
+        return {k: v for k, v in runner.items() if k not in ("load_seconds", "resumed_records", "generation")}
+
+    assert metadata(again["runner"]) == metadata(results["runner"])
+    assert again["runner"]["identity"]["files"]["files"] >= 3  # weights, config, tokenizer files
     assert [r["model_output"] for r in records_again] == [r["model_output"] for r in records]
 
     # An interrupted run: only two calls made it into the run store.

@@ -6,7 +6,7 @@ import json
 
 import pytest
 
-from evalkit.dataset import DatasetSpec, load_dataset
+from evalkit.data.dataset import DatasetSpec, load_dataset
 from evalkit.errors import InputError
 from tests.helpers import write_jsonl
 

@@ -20,8 +20,8 @@ from pathlib import Path
 import pytest
 
 from evalkit.cli import main
-from evalkit.gate import FAIL, PASS, WARN, GateCheck, GateResult
-from evalkit.gate_output import format_gate_table, junit_xml, md_escape, summary_markdown
+from evalkit.gate.checks import FAIL, PASS, WARN, GateCheck, GateResult
+from evalkit.gate.output import format_gate_table, junit_xml, md_escape, summary_markdown
 from tests.helpers import write_jsonl
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -277,7 +277,7 @@ def test_ci_examples_use_options_that_exist(name):
 
     yaml = pytest.importorskip("yaml")
     from evalkit.cli import build_parser
-    from evalkit.gate import parse_gate_spec, task_columns
+    from evalkit.gate.checks import parse_gate_spec, task_columns
 
     doc = yaml.safe_load((ROOT / "examples" / "ci" / name).read_text())
     scripts = [step.get("run", "") for job in doc.get("jobs", {}).values() for step in job["steps"]]
@@ -301,7 +301,7 @@ def _write_run(directory: Path, scores: dict[str, list[float | None]], *, errors
                ranges: dict[str, list[float]] | None = None) -> Path:
     """A finished run directory holding the given per-record scores (None: that metric failed on the record;
     ``errors``: records whose generation failed)."""
-    from evalkit.stats import summarize
+    from evalkit.statistics.summary import summarize
 
     n = len(next(iter(scores.values())))
     records = []

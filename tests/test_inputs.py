@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 
 from evalkit.cli import main
-from evalkit.dataset import DatasetSpec, load_dataset
+from evalkit.data.dataset import DatasetSpec, load_dataset
 from evalkit.errors import InputError
 from tests.helpers import build_tiny_causal_lm, write_jsonl
 
@@ -32,7 +32,7 @@ def forbid_model_loads(monkeypatch):
     def loaded(*args, **kwargs):
         raise AssertionError("a model was loaded before the input was checked")
 
-    monkeypatch.setattr("evalkit.metrics.base.build_metrics", loaded)
+    monkeypatch.setattr("evalkit.scoring.base.build_metrics", loaded)
     monkeypatch.setattr("evalkit.runners.base.create_runner", loaded)
 
 

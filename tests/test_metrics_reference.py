@@ -13,7 +13,7 @@ from nltk import word_tokenize
 from nltk.translate.meteor_score import single_meteor_score
 from rouge_score import rouge_scorer
 
-from evalkit.metrics import build_metrics
+from evalkit.scoring import build_metrics
 
 TOL = 1e-6
 

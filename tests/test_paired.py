@@ -9,7 +9,7 @@ import pytest
 from scipy import stats as scipy_stats
 
 from evalkit.errors import InputError
-from evalkit.paired import (
+from evalkit.statistics.paired import (
     PERMUTATION_BELOW,
     RESAMPLES,
     PairedSample,

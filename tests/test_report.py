@@ -8,7 +8,7 @@ from html.parser import HTMLParser
 
 import pytest
 
-from evalkit.report.html import render_report, write_report
+from evalkit.reports.html import render_report, write_report
 from tests.browser import dump_dom, screenshot
 
 PAYLOADS = [

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 from scipy import stats as scipy_stats
 
-from evalkit.stats import holm, mcnemar_exact, mean_ci, proportion_ci, summarize
+from evalkit.statistics.summary import holm, mcnemar_exact, mean_ci, proportion_ci, summarize
 
 
 def test_constant_sample_has_a_degenerate_interval():

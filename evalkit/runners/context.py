@@ -7,7 +7,7 @@ input is cut at a token boundary until the prompt fits, and what was kept is rec
 
 from __future__ import annotations
 
-from evalkit.prompts import render_prompt
+from evalkit.data.prompts import render_prompt
 from evalkit.runners.base import FATAL, Request, Result, Runner
 
 

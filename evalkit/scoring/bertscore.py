@@ -18,8 +18,8 @@ from typing import Any
 
 from evalkit.devices import resolve_device
 from evalkit.errors import ResourceMissingError, UsageError
-from evalkit.metrics.base import METRICS, Metric
 from evalkit.progress import progress_bar
+from evalkit.scoring.base import METRICS, Metric
 
 DEFAULT_MODEL = "all-MiniLM-L6-v2"
 

@@ -17,7 +17,7 @@ has no macro is rendered as a generic key/value table.
 
 Rebuild a run's report from the command line::
 
-    python -m evalkit.report.html RESULTS_DIR        # reads results.json + records.jsonl
+    python -m evalkit.reports.html RESULTS_DIR        # reads results.json + records.jsonl
 """
 
 from __future__ import annotations
@@ -618,7 +618,7 @@ def write_report(path: str | os.PathLike, results: Mapping, records: Sequence[Ma
 
 
 # ----------------------------------------------------------------------------------------------
-# CLI: python -m evalkit.report.html RESULTS_DIR
+# CLI: python -m evalkit.reports.html RESULTS_DIR
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -626,7 +626,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     from evalkit.results import load_run
 
     parser = argparse.ArgumentParser(
-        prog="python -m evalkit.report.html",
+        prog="python -m evalkit.reports.html",
         description="Re-render report.html from a run directory's results.json and records.jsonl.")
     parser.add_argument("run_dir", type=Path, help="directory holding results.json and records.jsonl")
     parser.add_argument("-o", "--output", type=Path, help="where to write (default: RUN_DIR/report.html)")

@@ -12,7 +12,7 @@ import sys
 from collections.abc import Sequence
 
 from evalkit import __version__
-from evalkit.argtypes import fraction, positive_float, positive_int
+from evalkit.cli.argtypes import fraction, positive_float, positive_int
 from evalkit.errors import EXIT_RUNTIME, EXIT_USAGE, EvalkitError, UsageError
 
 
@@ -30,7 +30,7 @@ def build_parser() -> argparse.ArgumentParser:
     commands = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
     _add_run(commands)
     _add_gate(commands)
-    from evalkit.acr_cli import add_acr_commands  # argparse only; torch loads inside the commands
+    from evalkit.cli.acr import add_acr_commands  # argparse only; torch loads inside the commands
 
     add_acr_commands(commands)
     resources = commands.add_parser("resources", help="install offline data (WordNet, punkt_tab)")
@@ -182,7 +182,7 @@ _GATE_OPTIONS = ("threshold", "baseline", "max_regression", "alpha", "max_error_
 
 def _gate_spec(args: argparse.Namespace, metrics, source: str):
     """Parse and check the gate options, and load the baseline: (spec, baseline run)."""
-    from evalkit.gate import check_baseline, load_gate_run, parse_gate_spec
+    from evalkit.gate.checks import check_baseline, load_gate_run, parse_gate_spec
 
     spec = parse_gate_spec(thresholds=args.threshold, max_regressions=args.max_regression, alpha=args.alpha,
                            max_error_rate=args.max_error_rate, has_baseline=args.baseline is not None,
@@ -195,8 +195,8 @@ def _gate_spec(args: argparse.Namespace, metrics, source: str):
 
 
 def _apply_gate(spec, candidate, baseline, args: argparse.Namespace) -> int:
-    from evalkit.gate import evaluate_gate, publish_gate
-    from evalkit.gate_output import format_gate_table
+    from evalkit.gate.checks import evaluate_gate, publish_gate
+    from evalkit.gate.output import format_gate_table
 
     result = evaluate_gate(candidate, spec, baseline)
     print()
@@ -230,7 +230,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         if args.command == "resources":
             return _resources(args, parser)
         if args.command == "acr":
-            from evalkit.acr_cli import main as acr_main
+            from evalkit.cli.acr import main as acr_main
 
             return acr_main(args)
     except EvalkitError as exc:
@@ -255,7 +255,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 def _run(args: argparse.Namespace) -> int:
     gate = None
     if any(getattr(args, name) is not None for name in _GATE_OPTIONS):  # a typo must not cost a run
-        from evalkit.gate import task_columns
+        from evalkit.gate.checks import task_columns
 
         gate = _gate_spec(args, task_columns(args.task, _metric_families(args)), f"the {args.task} task")
         if args.baseline is not None and args.output_dir is not None and \
@@ -291,7 +291,7 @@ def _run(args: argparse.Namespace) -> int:
 
 
 def _gate(args: argparse.Namespace) -> int:
-    from evalkit.gate import load_gate_run
+    from evalkit.gate.checks import load_gate_run
 
     candidate = load_gate_run(args.candidate, "candidate")
     spec, baseline = _gate_spec(args, list(candidate.results["metrics"]), "the candidate run")

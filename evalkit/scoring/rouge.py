@@ -10,8 +10,8 @@ from collections.abc import Sequence
 from functools import lru_cache
 from typing import Any
 
-from evalkit.metrics.base import METRICS, Metric
 from evalkit.progress import progress_bar
+from evalkit.scoring.base import METRICS, Metric
 
 ROUGE_TYPES = ("rouge1", "rouge2", "rougeL")
 

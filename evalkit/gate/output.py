@@ -12,8 +12,8 @@ import xml.etree.ElementTree as ET
 from pathlib import Path
 
 from evalkit.atomic import atomic_write_text
-from evalkit.gate import FAIL, PASS, WARN, GateCheck, GateResult
-from evalkit.paired import ON_ERROR_MEANING
+from evalkit.gate.checks import FAIL, PASS, WARN, GateCheck, GateResult
+from evalkit.statistics.paired import ON_ERROR_MEANING
 from evalkit.summary_table import text_table
 
 COLUMNS = ("check", "metric", "n", "baseline", "candidate", "delta", "95% CI", "p", "Holm p", "verdict")

@@ -4,11 +4,11 @@ size, and the error rate.
 A gate is a list of checks, each PASS, WARN (passes, but the evidence is weak) or FAIL:
 
 * threshold ``rouge2>=0.15`` (``>=``, ``>``, ``<=``, ``<``): the candidate's mean must satisfy it, up to
-  float rounding (:data:`evalkit.paired.TOLERANCE`). The mean is over every candidate record, errored
+  float rounding (:data:`evalkit.statistics.paired.TOLERANCE`). The mean is over every candidate record, errored
   ones counted by the error policy. WARN when it holds but the threshold lies inside the mean's 95%
   interval, or when the mean rests on a single record.
 * max regression ``rouge2=0.01`` against ``--baseline``: paired comparison on the shared ids
-  (:mod:`evalkit.paired`: a sign-flip permutation test below 100 pairs, the paired t-test above).
+  (:mod:`evalkit.statistics.paired`: a sign-flip permutation test below 100 pairs, the paired t-test above).
   FAIL only when the mean drop exceeds 0.01 *and* the Holm-adjusted one-sided p-value of "drop <= 0.01"
   is below alpha (Holm across all regression checks of the gate). WARN when the drop exceeds 0.01 but
   is within noise, when there are too few pairs for any verdict, or when the evaluation set is too
@@ -16,7 +16,7 @@ A gate is a list of checks, each PASS, WARN (passes, but the evidence is weak) o
 * max error rate: the share of records that errored (generation, or scoring by any metric); exceeding
   it is a runtime failure (exit 3), not a quality verdict.
 
-Errors are data (``--on-error``, :data:`evalkit.paired.ON_ERROR_POLICIES`): by default (``fail``) a record
+Errors are data (``--on-error``, :data:`evalkit.statistics.paired.ON_ERROR_POLICIES`): by default (``fail``) a record
 that errored counts as a failed record, at the low end of the metric's range, in thresholds and
 regressions alike; ``zero`` counts it as 0; ``skip`` leaves it out. Every check says how many records it
 rests on and how many of them errored.
@@ -38,7 +38,8 @@ from typing import Any
 
 from evalkit.atomic import atomic_write_json
 from evalkit.errors import EXIT_GATE_FAILED, EXIT_OK, EXIT_RUNTIME, InputError, UsageError
-from evalkit.paired import (
+from evalkit.results import RECORDS_FILE, REPORT_FILE, RESULTS_FILE, RunResult, load_run
+from evalkit.statistics.paired import (
     DEFAULT_ON_ERROR,
     ON_ERROR_POLICIES,
     RESAMPLES,
@@ -52,14 +53,13 @@ from evalkit.paired import (
     record_score,
     required_pairs,
 )
-from evalkit.results import RECORDS_FILE, REPORT_FILE, RESULTS_FILE, RunResult, load_run
-from evalkit.stats import holm, summarize
+from evalkit.statistics.summary import holm, summarize
 
 
 def task_columns(task: str, families: Sequence[str] | None = None) -> tuple[str, ...]:
     """Score columns a run of ``task`` with these metric families will have, known before anything runs (so a
     typo fails in a second, not after a ten-minute generation). Metric modules import nothing heavy."""
-    from evalkit.metrics.base import METRICS
+    from evalkit.scoring.base import METRICS
     from evalkit.tasks import TASKS
 
     names = families or TASKS.get(task).metrics
@@ -622,7 +622,7 @@ def publish_gate(result: GateResult, candidate: RunResult, *, junit: str | Path 
                  summary_md: str | Path | None = None) -> list[Path]:
     """Write the verdict: a ``gate`` section in the candidate's results.json (atomically), its
     report.html re-rendered when there is one, and the optional JUnit XML and Markdown files."""
-    from evalkit.gate_output import write_junit, write_summary_md
+    from evalkit.gate.output import write_junit, write_summary_md
 
     written = []
     results_path = Path(candidate.output_dir) / RESULTS_FILE
@@ -632,7 +632,7 @@ def publish_gate(result: GateResult, candidate: RunResult, *, junit: str | Path 
     written.append(results_path)
     report = Path(candidate.output_dir) / REPORT_FILE
     if report.is_file():
-        from evalkit.report.html import write_report
+        from evalkit.reports.html import write_report
 
         write_report(report, candidate.results, candidate.records)
         written.append(report)

@@ -23,7 +23,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from evalkit.argtypes import non_negative_int, positive_int
+from evalkit.cli.argtypes import non_negative_int, positive_int
 from evalkit.errors import UsageError
 from evalkit.summary_table import acr_budget_text, text_table
 
@@ -226,6 +226,15 @@ def _now() -> str:
 
 def _acr_for_model(spec: str, args: argparse.Namespace, targets: list[str], config: Any, directory: Path,
                    *, after: Any = None) -> dict[str, Any]:
+    """:func:`_acr_in` while holding ``directory`` (one process per run directory)."""
+    from evalkit.runners.store import run_lock
+
+    with run_lock(directory):
+        return _acr_in(spec, args, targets, config, directory, after=after)
+
+
+def _acr_in(spec: str, args: argparse.Namespace, targets: list[str], config: Any, directory: Path,
+            *, after: Any = None) -> dict[str, Any]:
     """Load ``spec``, compute the targets not yet in ``directory``, write summary.json (+ report.html).
 
     ``after(runner, rows)``, when given, runs while the model is still loaded (the compare command's
@@ -311,7 +320,7 @@ def _acr_for_model(spec: str, args: argparse.Namespace, targets: list[str], conf
     }
     write_summary(directory, summary)
     if not args.no_report:
-        from evalkit.report.html import write_acr_report
+        from evalkit.reports.html import write_acr_report
 
         write_acr_report(directory / REPORT_FILE, summary, rows)
     return {"summary": summary, "rows": rows, "runner": runner, "after": extra}
@@ -402,7 +411,7 @@ def compare_acr(args: argparse.Namespace) -> int:
         runs[label]["runner"] = None  # free the model before the next one loads
 
     from evalkit.atomic import atomic_write_json, atomic_write_jsonl
-    from evalkit.stats import MEAN_CI_METHOD, mcnemar_exact, mean_ci
+    from evalkit.statistics.summary import MEAN_CI_METHOD, mcnemar_exact, mean_ci
 
     by = {label: {r["target"]: r for r in run["rows"]} for label, run in runs.items()}
     records = []

@@ -3,6 +3,6 @@
 Metric families register by name in ``METRICS``; heavy imports happen when a family is built.
 """
 
-from evalkit.metrics.base import METRICS, Metric, build_metrics
+from evalkit.scoring.base import METRICS, Metric, build_metrics
 
 __all__ = ["METRICS", "Metric", "build_metrics"]

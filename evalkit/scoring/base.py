@@ -49,8 +49,8 @@ class Metric(ABC):
 # family name -> factory(**options) -> Metric
 METRICS: Registry = Registry(
     "metric",
-    lazy={"rouge": "evalkit.metrics.rouge", "meteor": "evalkit.metrics.meteor",
-          "bertscore": "evalkit.metrics.bertscore"},
+    lazy={"rouge": "evalkit.scoring.rouge", "meteor": "evalkit.scoring.meteor",
+          "bertscore": "evalkit.scoring.bertscore"},
 )
 
 

@@ -19,7 +19,7 @@ shifted differences ``x_i = d_i + DELTA`` (H0: mean(x) >= 0):
   shifted differences); at this size the two agree to Monte-Carlo error (see the calibration table in
   the README).
 
-``ci95`` is the Student-t interval of the mean difference (:func:`evalkit.stats.mean_ci`); ``mde``, the
+``ci95`` is the Student-t interval of the mean difference (:func:`evalkit.statistics.summary.mean_ci`); ``mde``, the
 minimum detectable effect, is how far beyond DELTA a true drop must go to be caught with 80% power,
 from the one-sample t-test's power (statsmodels ``TTestPower``); ``None`` when the sign-flip test
 cannot reach ``alpha`` at all with this many pairs.
@@ -39,7 +39,7 @@ from typing import Any
 import numpy as np
 
 from evalkit.errors import InputError
-from evalkit.stats import mean_ci
+from evalkit.statistics.summary import mean_ci
 
 PERMUTATION_BELOW = 100  # pairs: the sign-flip test below, the paired t-test from here on
 RESAMPLES = 10_000  # sign vectors of the Monte-Carlo sign-flip test (exact enumeration when 2**n <= this)

@@ -1,0 +1,1 @@
+"""Evaluation data: datasets read and validated record by record, and prompt templates."""
