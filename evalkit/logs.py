@@ -44,16 +44,33 @@ class RedactingFilter(logging.Filter):
         return True
 
 
+class _StderrHandler(logging.StreamHandler):
+    """Writes to whatever ``sys.stderr`` is at the time of the record (it may be replaced after set-up)."""
+
+    @property  # type: ignore[override]
+    def stream(self):  # noqa: ANN201
+        return sys.stderr
+
+    @stream.setter
+    def stream(self, value) -> None:  # noqa: ANN001
+        pass
+
+
 def configure_logging(verbosity: int = 0) -> None:
-    """WARNING by default, INFO with ``-v``, DEBUG with ``-vv``; noisy libraries stay at WARNING."""
+    """WARNING by default, INFO with ``-v``, DEBUG with ``-vv``; noisy libraries stay at WARNING. Other
+    handlers on the root logger (a notebook's, a test runner's) are left in place."""
     for name in SECRET_ENV:
         register_secret(os.environ.get(name))
     level = logging.WARNING if verbosity <= 0 else logging.INFO if verbosity == 1 else logging.DEBUG
-    handler = logging.StreamHandler(sys.stderr)
+    handler = _StderrHandler()
     handler.setFormatter(logging.Formatter("evalkit %(levelname)s %(name)s: %(message)s"))
     handler.addFilter(RedactingFilter())
+    handler._evalkit = True  # type: ignore[attr-defined]
     root = logging.getLogger()
-    root.handlers[:] = [handler]
+    root.handlers[:] = [h for h in root.handlers if not getattr(h, "_evalkit", False)] + [handler]
+    for existing in root.handlers:
+        if not any(isinstance(f, RedactingFilter) for f in existing.filters):
+            existing.addFilter(RedactingFilter())
     root.setLevel(level)
     for name in _NOISY:
         logging.getLogger(name).setLevel(logging.WARNING)

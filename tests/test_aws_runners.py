@@ -300,3 +300,21 @@ def test_statistics_of_a_run(server, aws_env):
     runner = create_runner("bedrock:" + CLAUDE, RunnerOptions(max_new_tokens=8, retry_base_delay_s=0.0))
     execute(runner, [Request(id="1", prompt="[[throttle:3]] s")], progress=False, stats=stats)
     assert stats.to_dict() == {"reused": 0, "called": 1, "failed": 0, "retries": 3}
+
+
+def test_records_that_send_the_same_request_share_one_call(server, aws_env, tmp_path):
+    from evalkit.runners.store import RunStore
+
+    runner = create_runner("bedrock:" + CLAUDE, RunnerOptions(max_new_tokens=8))
+    requests = [Request(id=f"r{i}", prompt="the very same prompt" if i % 2 else f"prompt {i}") for i in range(6)]
+    before = len(server.state.calls)
+    stats = ExecutionStats()
+    with RunStore(tmp_path) as store:
+        results = execute(runner, requests, store=store, progress=False, stats=stats)
+        assert len(server.state.calls) - before == 4  # three distinct prompts and one shared
+        assert [r.id for r in results] == [r.id for r in requests]
+        assert len({r.text for r, q in zip(results, requests, strict=True) if q.prompt == "the very same prompt"}) == 1
+        assert (stats.called, stats.reused) == (4, 2)
+        again = execute(runner, requests, store=store, progress=False)
+    assert len(server.state.calls) - before == 4 and [r.id for r in again] == [r.id for r in requests]
+    assert all(r.cached for r in again)

@@ -25,7 +25,7 @@ import threading
 import time
 from collections.abc import Callable, Sequence
 from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 from evalkit.errors import RuntimeFailure
@@ -104,15 +104,17 @@ def execute(runner: Runner, requests: Sequence[Request], *, store: RunStore | No
         hits = store.get_many(keys)
         for i, key in enumerate(keys):
             if key in hits:
-                results[i] = hits[key]
+                results[i] = replace(hits[key], id=requests[i].id)
                 stats.reused += 1
                 if on_result is not None:
-                    on_result(i, hits[key])
-    todo = [i for i, r in enumerate(results) if r is None]
+                    on_result(i, results[i])
+    # One call per distinct key: records that send exactly the same request share its answer.
+    first: dict[str, int] = {}
+    todo = [i for i, r in enumerate(results) if r is None and first.setdefault(keys[i], i) == i]
+    twins = [i for i, r in enumerate(results) if r is None and first[keys[i]] != i]
     logger.info("%s: %d of %d calls reused from the run store, %d to make", runner.spec, len(requests) - len(todo),
                 len(requests), len(todo))
-    bar = progress_counter(len(requests), desc=f"Generating ({runner.spec})", enabled=progress and bool(todo))
-    bar.update(len(requests) - len(todo))
+    bar = progress_counter(len(todo), desc=f"Generating ({runner.spec})", enabled=progress and bool(todo))
     lock = threading.Lock()
 
     def finish(i: int, result: Result, *, may_stop: bool = True) -> None:
@@ -137,6 +139,13 @@ def execute(runner: Runner, requests: Sequence[Request], *, store: RunStore | No
             _run_parallel(runner, requests, todo, finish)
     finally:
         bar.close()
+    for i in twins:
+        original = results[first[keys[i]]]
+        if original is not None:
+            results[i] = replace(original, id=requests[i].id, cached=True)
+            stats.reused += 1
+            if on_result is not None:
+                on_result(i, results[i])
     if any(r is None for r in results):  # a bug, never expected: say so rather than misalign records
         raise RuntimeFailure(f"{sum(r is None for r in results)} of {len(results)} requests got no result")
     return results  # type: ignore[return-value]
