@@ -213,6 +213,13 @@ def test_every_backend_and_request_format(server, aws_env):
     assert call.body == {"text_inputs": 'say "hi"', "max_length": 16} and result.text == answer('say "hi"')
     assert call.headers["X-Amzn-SageMaker-Target-Variant"] == "blue"
     assert call.headers["X-Amzn-SageMaker-Custom-Attributes"] == "accept_eula=true"
+    arn = "arn:aws:bedrock:us-west-2:123456789012:imported-model/abc"
+    imported = create_runner(f"bedrock-invoke:{arn}", RunnerOptions(backend={
+        "content_template": '{"prompt": $prompt, "max_gen_len": 16}', "output_path": "generation"}))
+    before = len(server.state.calls)
+    result = execute(imported, [Request(id="i", prompt="an imported model")], progress=False)[0]
+    assert server.state.calls[before].model == arn and result.text == answer("an imported model")
+    assert imported.identity()["region"] == "us-west-2" and imported.identity()["format"] == "content_template"
     converse = execute(create_runner("bedrock:" + CLAUDE, RunnerOptions(system_prompt="Be brief.", top_p=0.9,
                                                                          stop_sequences=("###",))),
                        [Request(id="c", prompt="[[filtered]] hello")], progress=False)[0]
