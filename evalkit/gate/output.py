@@ -50,14 +50,20 @@ def check_cells(check: GateCheck) -> tuple[str, ...]:
             _num(check.delta, signed=True), _ci(check), _p(check.p_value), _p(check.p_adjusted), check.verdict)
 
 
-def _header(result: GateResult) -> str:
-    text = f"gate: candidate {result.candidate}"
+def _what_was_compared(result: GateResult, escape=str) -> str:
+    """``candidate X vs baseline Y: 30 shared ids (...); alpha ...; errored records: ...`` (one wording for the
+    terminal, JUnit and Markdown; ``escape`` makes the paths safe for the format)."""
+    text = f"candidate {escape(result.candidate)}"
     if result.baseline is not None:
-        text += (f" vs baseline {result.baseline}: {result.shared_ids} shared ids (candidate "
+        text += (f" vs baseline {escape(result.baseline)}: {result.shared_ids} shared ids (candidate "
                  f"{result.candidate_records}, baseline {result.baseline_records}); alpha {result.alpha:g}, "
                  f"Holm across regression checks, sign-flip test below 100 pairs ({result.n_resamples} sign "
                  f"vectors, seed {result.seed}), paired t-test above")
     return text + f"; errored records: {ON_ERROR_MEANING[result.on_error]} (--on-error {result.on_error})"
+
+
+def _header(result: GateResult) -> str:
+    return f"gate: {_what_was_compared(result)}"
 
 
 def format_gate_table(result: GateResult) -> str:
@@ -143,14 +149,8 @@ def summary_markdown(result: GateResult) -> str:
     """A job summary: verdict heading, what was compared, the table, findings and warnings."""
     status = "✅ PASSED" if result.passed else f"❌ FAILED ({len(result.failed)} of {len(result.checks)} checks)"
     lines = [f"### evalkit gate: {status}", ""]
-    about = f"Candidate {md_escape(result.candidate)}"
-    if result.baseline is not None:
-        about += (f" vs baseline {md_escape(result.baseline)}: {result.shared_ids} shared ids "
-                  f"(candidate {result.candidate_records}, baseline {result.baseline_records}); "
-                  f"alpha {result.alpha:g}, Holm across regression checks; sign-flip test below 100 pairs, "
-                  f"paired t-test above")
-    about += f"; errored records {ON_ERROR_MEANING[result.on_error]} (--on-error {result.on_error})."
-    lines += [about, ""]
+    about = _what_was_compared(result, md_escape)
+    lines += [about[0].upper() + about[1:] + ".", ""]
     lines.append("| " + " | ".join(COLUMNS) + " |")
     lines.append("|" + "|".join(":---" if i < 2 else "---:" for i in range(len(COLUMNS))) + "|")
     for check in result.checks:

@@ -114,9 +114,6 @@ class FmevalRunner(Runner):
             return Result(id=request.id, error="the fmeval model runner returned no output", error_kind="fatal")
         return Result(id=request.id, text=str(output))
 
-    def generate(self, prompts: Sequence[str]) -> list[str]:
-        return Runner.generate(self, prompts)
-
 
 # ------------------------------------------------------------------------------------------------
 # fmeval's summarization metrics offline
