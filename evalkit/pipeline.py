@@ -34,7 +34,7 @@ from evalkit.progress import quiet_library_progress
 from evalkit.results import RECORDS_FILE, REPORT_FILE, RESULTS_FILE, RunResult
 from evalkit.runners.base import Result, Runner, RunnerOptions
 from evalkit.runners.store import run_lock
-from evalkit.scoring.base import Metric
+from evalkit.scoring.base import Item, Metric, Score
 from evalkit.statistics.summary import summarize
 from evalkit.tasks import TASKS, Task
 
@@ -123,14 +123,15 @@ def _run_recorded(config: RunConfig, task: Task, template: str, data: LoadedData
 
 def _run(config: RunConfig, task: Task, template: str, data: LoadedDataset, settings: dict[str, Any],
          metric_options: dict[str, dict[str, Any]], output_dir: Path, started: float) -> RunResult:
-    from evalkit.scoring.base import build_metrics
+    from evalkit.scoring.base import DatasetView, build_metrics
 
     timings: dict[str, float] = {}
     start = time.perf_counter()
     with quiet_library_progress(not config.progress):
         metrics = build_metrics(_families(config, task), metric_options)
+    view = DatasetView(references=data.all_references, inputs=data.all_inputs)
     for metric in metrics:
-        metric.prepare(data.all_references)
+        metric.prepare(view)
     timings["metrics_load_s"] = round(time.perf_counter() - start, 3)
 
     prompts = [render_prompt(template, s.model_input) if s.model_input is not None else None
@@ -148,10 +149,11 @@ def _run(config: RunConfig, task: Task, template: str, data: LoadedDataset, sett
         outputs = [s.model_output for s in data.samples]
         errors = [None] * len(outputs)
 
-    scores, score_errors, metric_settings, score_timings = _score(config, metrics, data.samples, outputs, errors)
-    timings.update(score_timings)
+    scored = score_records(metrics, data.samples, outputs, errors, config.progress)
+    timings.update(scored.timings)
+    scores, score_errors = scored.scores, scored.errors
     records = [_record(*row) for row in zip(data.samples, prompts, outputs, errors, scores, score_errors, calls,
-                                            strict=True)]
+                                            scored.explanations, strict=True)]
     truncated = [c.truncated if c is not None else None for c in calls]
     summaries = {}
     for metric in metrics:
@@ -159,6 +161,7 @@ def _run(config: RunConfig, task: Task, template: str, data: LoadedDataset, sett
             values = [sc.get(column) for sc in scores]
             summary = summarize(values, errors=sum(v is None for v in values)).to_dict()
             summary["range"] = list(metric.value_range(column))
+            summary["higher_is_better"] = metric.higher_is_better(column)
             summaries[column] = summary
     counts = _counts(data, errors, score_errors, truncated)
     outcome = {"status": STATUS_COMPLETE, "exit_code": EXIT_OK, "message": None}
@@ -175,7 +178,7 @@ def _run(config: RunConfig, task: Task, template: str, data: LoadedDataset, sett
         "output_field": config.dataset.output_field,
         "dataset": data.metadata(),
         "prompt_template": template if config.model else None,
-        "metric_settings": metric_settings,
+        "metric_settings": scored.settings,
         "runner": runner_info,
         "seed": config.seed,
         "max_samples": config.max_samples,
@@ -390,58 +393,85 @@ def _finite_or_error(value: Any) -> tuple[float | None, str | None]:
     return float(value), None
 
 
-def score_isolated(metric: Metric, outputs: list[str], references: list[Sequence[str]],
-                   progress: bool) -> tuple[dict[str, list[float | None]], list[str | None]]:
-    """Every column of ``metric`` per record, and each record's scoring error. A batch that raises is
-    scored record by record, so one record the metric cannot handle never costs the others their scores."""
-    n = len(outputs)
-    columns: dict[str, list[float | None]] = {c: [None] * n for c in metric.columns}
+def score_isolated(metric: Metric, items: list[Item], progress: bool) -> dict[str, list[Score]]:
+    """Every column of ``metric`` per item. A batch that raises is scored item by item, so one record the
+    metric cannot handle never costs the others their scores; a value that is not a finite number is an
+    error. A record with an error in any column of the metric has an error (and no value) in all of them."""
+    n = len(items)
+    columns: dict[str, list[Score]] = {c: [Score() for _ in range(n)] for c in metric.columns}
     errors: list[str | None] = [None] * n
     try:
-        batches = [(list(range(n)), metric.score(outputs, references, progress=progress))]
+        batches = [(list(range(n)), metric.score_items(items, progress=progress))]
     except Exception:
         batches = []
         for i in range(n):
             try:
-                batches.append(([i], metric.score([outputs[i]], [references[i]], progress=False)))
+                batches.append(([i], metric.score_items([items[i]], progress=False)))
             except Exception as exc:
                 errors[i] = _error_text(exc)
     for indexes, result in batches:
         for column in metric.columns:
-            values = result.get(column)
-            if not isinstance(values, list) or len(values) != len(indexes):
+            scores = result.get(column)
+            if not isinstance(scores, list) or len(scores) != len(indexes):
                 raise RuntimeFailure(f"metric {metric.name} returned {column} for "
-                                     f"{len(values) if isinstance(values, list) else 'no'} of {len(indexes)} records")
-            for i, value in zip(indexes, values, strict=True):
-                columns[column][i], problem = _finite_or_error(value)
+                                     f"{len(scores) if isinstance(scores, list) else 'no'} of {len(indexes)} records")
+            for i, score in zip(indexes, scores, strict=True):
+                problem = score.error
+                if problem is None:
+                    value, problem = _finite_or_error(score.value)
+                    score = Score(value, score.explanation)
+                columns[column][i] = score
                 errors[i] = errors[i] or problem
     for i, error in enumerate(errors):
         if error is not None:
             for column in metric.columns:
-                columns[column][i] = None
-    return columns, errors
+                columns[column][i] = Score(None, columns[column][i].explanation, error)
+    return columns
 
 
-def _score(config: RunConfig, metrics: list[Metric], samples: list[Sample], outputs: list[str | None],
-           errors: list[str | None]) -> tuple[list[dict[str, float]], list[dict[str, str]], dict[str, Any],
-                                              dict[str, float]]:
+def metric_items(samples: Sequence[Sample], outputs: Sequence[str],
+                 contexts: Sequence[Sequence[str] | None] | None = None) -> list[Item]:
+    """What metrics may read about each record."""
+    contexts = contexts if contexts is not None else [None] * len(samples)
+    return [Item(output, s.references, s.model_input, tuple(c) if c is not None else None)
+            for s, output, c in zip(samples, outputs, contexts, strict=True)]
+
+
+@dataclass
+class Scored:
+    """Per record: column -> value, column -> error, column -> explanation; and what the metrics were."""
+
+    scores: list[dict[str, float]]
+    errors: list[dict[str, str]]
+    explanations: list[dict[str, str]]
+    settings: dict[str, Any]
+    timings: dict[str, float]
+
+
+def score_records(metrics: list[Metric], samples: Sequence[Sample], outputs: Sequence[str | None],
+                  errors: Sequence[str | None], progress: bool,
+                  contexts: Sequence[Sequence[str] | None] | None = None) -> Scored:
+    """Score every record whose generation succeeded, with every metric."""
     ok = [i for i, e in enumerate(errors) if e is None]
-    scores: list[dict[str, float]] = [{} for _ in samples]
-    score_errors: list[dict[str, str]] = [{} for _ in samples]
-    timings: dict[str, float] = {}
+    contexts = contexts if contexts is not None else [None] * len(samples)
+    items = metric_items([samples[i] for i in ok], [outputs[i] or "" for i in ok], [contexts[i] for i in ok])
+    scored = Scored([{} for _ in samples], [{} for _ in samples], [{} for _ in samples], {}, {})
     for metric in metrics:
         start = time.perf_counter()
-        columns, problems = score_isolated(metric, [outputs[i] for i in ok], [samples[i].references for i in ok],
-                                           config.progress)
-        for position, i in enumerate(ok):
-            if problems[position] is not None:
-                score_errors[i].update({column: problems[position] for column in metric.columns})
-                continue
-            for column, values in columns.items():
-                scores[i][column] = values[position]
-        timings[f"scoring_{metric.name}_s"] = round(time.perf_counter() - start, 3)
-    timings["scoring_s"] = round(sum(timings.values()), 3)
-    return scores, score_errors, {m.name: m.settings() for m in metrics}, timings
+        columns = score_isolated(metric, items, progress)
+        for column, column_scores in columns.items():
+            for position, i in enumerate(ok):
+                score = column_scores[position]
+                if score.error is not None:
+                    scored.errors[i][column] = score.error
+                else:
+                    scored.scores[i][column] = score.value
+                if score.explanation is not None:
+                    scored.explanations[i][column] = score.explanation
+        scored.timings[f"scoring_{metric.name}_s"] = round(time.perf_counter() - start, 3)
+    scored.timings["scoring_s"] = round(sum(scored.timings.values()), 3)
+    scored.settings = {m.name: m.settings() for m in metrics}
+    return scored
 
 
 # ------------------------------------------------------------------------------------------------
@@ -449,12 +479,14 @@ def _score(config: RunConfig, metrics: list[Metric], samples: list[Sample], outp
 
 
 def _record(sample: Sample, prompt: str | None, output: str | None, error: str | None, scores: dict[str, float],
-            score_errors: dict[str, str], call: Result | None) -> dict[str, Any]:
+            score_errors: dict[str, str], call: Result | None, explanations: dict[str, str]) -> dict[str, Any]:
     refs = sample.references
     record = {"id": sample.id, "model_input": sample.model_input,
               "prompt": (call.sent_prompt if call is not None and call.sent_prompt else prompt),
               "model_output": output, "target_output": refs[0] if len(refs) == 1 else list(refs), "scores": scores,
               "error": error, "score_errors": score_errors, "truncated": call.truncated if call is not None else None}
+    if explanations:
+        record["explanations"] = explanations
     if call is not None:
         record["generation"] = {"error_kind": call.error_kind, "finish_reason": call.finish_reason,
                                 "usage": call.usage, "latency_s": call.latency_s, "attempts": call.attempts,

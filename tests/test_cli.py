@@ -52,7 +52,8 @@ def test_bring_your_own_outputs_writes_the_documented_files(tmp_path, byo_datase
     results, records = read_run(out)
     assert set(results["metrics"]) == METRICS
     for name, summary in results["metrics"].items():
-        assert set(summary) == {"mean", "std", "n", "ci95", "errors", "range"}, name
+        assert set(summary) == {"mean", "std", "n", "ci95", "errors", "range", "higher_is_better"}, name
+        assert summary["higher_is_better"] is True
         assert summary["n"] == 12 and summary["ci95"][0] <= summary["mean"] <= summary["ci95"][1]
         assert summary["errors"] == 0 and summary["range"] == ([-1.0, 1.0] if "bert" in name else [0.0, 1.0])
     assert results["model"] is None and results["output_field"] == "output"

@@ -298,7 +298,7 @@ def test_ci_examples_use_options_that_exist(name):
 
 
 def _write_run(directory: Path, scores: dict[str, list[float | None]], *, errors: dict[int, str] | None = None,
-               ranges: dict[str, list[float]] | None = None) -> Path:
+               ranges: dict[str, list[float]] | None = None, lower_is_better: tuple[str, ...] = ()) -> Path:
     """A finished run directory holding the given per-record scores (None: that metric failed on the record;
     ``errors``: records whose generation failed)."""
     from evalkit.statistics.summary import summarize
@@ -316,6 +316,8 @@ def _write_run(directory: Path, scores: dict[str, list[float | None]], *, errors
         kept = [r["scores"].get(m) for r in records]
         metrics[m] = {**summarize(kept, errors=sum(v is None for v in kept)).to_dict(),
                       "range": (ranges or {}).get(m, [0.0, 1.0])}
+        if lower_is_better:
+            metrics[m]["higher_is_better"] = m not in lower_is_better
     directory.mkdir(parents=True)
     (directory / "results.json").write_text(json.dumps({"metrics": metrics}))
     write_jsonl(directory / "records.jsonl", records)
@@ -414,4 +416,31 @@ def test_a_candidate_that_errors_on_its_hard_samples_fails_by_default(tmp_path, 
     base_bert = _write_run(tmp_path / "bert-base", {"bertscore": scores}, ranges={"bertscore": [-1.0, 1.0]})
     assert gate("--candidate", str(worst), "--baseline", str(base_bert), "--max-regression", "bertscore=0.02") == 1
     assert _checks(worst)["bertscore drop <= 0.02"]["delta"] == pytest.approx(-1.9 * 6 / 30)  # worst is -1
+    capsys.readouterr()
+
+
+def test_where_lower_is_better_a_rise_is_the_regression_and_errors_count_as_the_high_end(tmp_path, capsys):
+    """A refusal rate that rises from 0.1 to 0.5 on 40 records is a regression; one that falls is not. An
+    errored record counts as a refusal (the worst value, 1), not as 0 (the best)."""
+    base_refusal = [1.0] * 4 + [0.0] * 36
+    worse = [1.0] * 20 + [0.0] * 20
+    better = [0.0] * 40
+    base = _write_run(tmp_path / "base", {"refusal": base_refusal}, lower_is_better=("refusal",))
+    rose = _write_run(tmp_path / "rose", {"refusal": worse}, lower_is_better=("refusal",))
+    fell = _write_run(tmp_path / "fell", {"refusal": better}, lower_is_better=("refusal",))
+    assert gate("--candidate", str(rose), "--baseline", str(base), "--max-regression", "refusal=0.05") == 1
+    check = _checks(rose)["refusal drop <= 0.05"]
+    assert check["verdict"] == FAIL and check["delta"] == pytest.approx(0.4)
+    assert check["baseline"] == pytest.approx(0.1) and check["candidate"] == pytest.approx(0.5)
+    assert 0 < check["ci95_low"] < 0.4 < check["ci95_high"]
+    assert "rose (lower is better) 0.4000 > 0.05" in check["message"]
+    assert gate("--candidate", str(fell), "--baseline", str(base), "--max-regression", "refusal=0.05") == 0
+    check = _checks(fell)["refusal drop <= 0.05"]
+    assert check["verdict"] != FAIL and check["delta"] == pytest.approx(-0.1)
+    # errored records: the worst value of a lower-is-better metric is the high end of its range
+    errored = _write_run(tmp_path / "errored", {"refusal": better}, errors={i: "timeout" for i in range(16)},
+                         lower_is_better=("refusal",))
+    assert gate("--candidate", str(errored), "--baseline", str(base), "--max-regression", "refusal=0.05") == 1
+    check = _checks(errored)["refusal drop <= 0.05"]
+    assert check["delta"] == pytest.approx((16 - 4) / 40) and "counted as failed (refusal 1)" in check["message"]
     capsys.readouterr()

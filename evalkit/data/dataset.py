@@ -66,6 +66,7 @@ class LoadedDataset:
     # References of every valid record, before --max-samples: what dataset-level statistics (BERTScore's
     # idf) are computed from, so they do not depend on which records were sampled or errored.
     all_references: list[tuple[str, ...]] = field(default_factory=list, repr=False)
+    all_inputs: list[str | None] = field(default_factory=list, repr=False)
 
     def metadata(self) -> dict[str, Any]:
         return {
@@ -111,10 +112,12 @@ def load_dataset(spec: DatasetSpec, *, skip_invalid: bool = False, max_samples: 
     if not samples:
         raise InputError("no valid records" if n_rows else "dataset is empty", path=spec.path)
     all_references = [s.references for s in samples]
+    all_inputs = [s.model_input for s in samples]
     if max_samples is not None and max_samples < len(samples):
         keep = sorted(random.Random(seed).sample(range(len(samples)), max_samples))
         samples = [samples[i] for i in keep]
-    return LoadedDataset(spec, fmt, dataset_sha256(path), samples, invalid, n_rows, all_references)
+    return LoadedDataset(spec, fmt, dataset_sha256(path), samples, invalid, n_rows, all_references,
+                         all_inputs)
 
 
 def dataset_sha256(path: Path) -> str:

@@ -12,7 +12,8 @@ A gate is a list of checks, each PASS, WARN (passes, but the evidence is weak) o
   FAIL only when the mean drop exceeds 0.01 *and* the Holm-adjusted one-sided p-value of "drop <= 0.01"
   is below alpha (Holm across all regression checks of the gate). WARN when the drop exceeds 0.01 but
   is within noise, when there are too few pairs for any verdict, or when the evaluation set is too
-  small to detect such a drop (minimum detectable effect).
+  small to detect such a drop (minimum detectable effect). A "drop" is a change for the worse: where a
+  lower value is better (``metrics.<m>.higher_is_better`` false, e.g. a refusal rate) it is a rise.
 * max error rate: the share of records that errored (generation, or scoring by any metric); exceeding
   it is a runtime failure (exit 3), not a quality verdict.
 
@@ -153,8 +154,8 @@ def parse_max_regression(expression: str) -> MaxRegression:
     metric, value = match.groups()
     drop = _number(value, "--max-regression", expression)
     if drop < 0:
-        raise UsageError(f"--max-regression {expression!r}: the allowed drop must be >= 0 (higher scores "
-                         "are better; 0 fails on any significant drop)")
+        raise UsageError(f"--max-regression {expression!r}: the allowed drop must be >= 0 (a drop is a change "
+                         "for the worse: a fall, or a rise where lower is better; 0 fails on any significant drop)")
     return MaxRegression(metric, drop, expression)
 
 
@@ -405,12 +406,20 @@ def _p_text(p: float | None) -> str:
     return "p=n/a" if p is None else ("p<0.0001" if p < 1e-4 else f"p={p:.4f}")
 
 
+def higher_is_better(run: RunResult, metric: str) -> bool:
+    """Whether a higher ``metric`` is better in ``run`` (results.json ``metrics.<m>.higher_is_better``;
+    runs written before it was recorded hold only metrics where higher is better)."""
+    return (run.results["metrics"].get(metric) or {}).get("higher_is_better") is not False
+
+
 def metric_worst(run: RunResult, metric: str) -> float:
-    """The low end of ``metric``'s range in ``run`` (results.json ``metrics.<m>.range``; 0 when absent)."""
+    """The worst value of ``metric`` in ``run``: the low end of its range (results.json
+    ``metrics.<m>.range``; 0 when absent), or the high end where lower is better (1 when absent)."""
     value = (run.results["metrics"].get(metric) or {}).get("range")
-    if isinstance(value, (list, tuple)) and len(value) == 2 and isinstance(value[0], (int, float)):
-        return float(value[0])
-    return 0.0
+    worst_end = 0 if higher_is_better(run, metric) else 1
+    if isinstance(value, (list, tuple)) and len(value) == 2 and isinstance(value[worst_end], (int, float)):
+        return float(value[worst_end])
+    return float(worst_end)
 
 
 def _policy_text(on_error: str, metric: str, worst: float) -> str:
@@ -464,11 +473,19 @@ def _threshold_check(t: Threshold, candidate: RunResult, on_error: str) -> GateC
 
 
 def _regression_check(r: MaxRegression, c: PairedComparison, spec: GateSpec, *, p_adjusted: float | None,
-                      errors: int, dropped: int, worst: float, n_tests: int) -> GateCheck:
+                      errors: int, dropped: int, worst: float, n_tests: int, higher_better: bool = True) -> GateCheck:
+    """``c`` compares scores oriented so that higher is better; the check reports them as the run holds them."""
+    sign = 1.0 if higher_better else -1.0
+
+    def raw(value: float | None) -> float | None:
+        return None if value is None else sign * value
+
+    ci = None if c.ci95 is None else tuple(sorted((sign * c.ci95[0], sign * c.ci95[1])))
     check = GateCheck(r.name, "regression", r.metric, r.expression, r.max_drop, PASS, "",
-                      baseline=c.baseline_mean, candidate=c.candidate_mean, delta=c.delta, ci95=c.ci95,
+                      baseline=raw(c.baseline_mean), candidate=raw(c.candidate_mean), delta=raw(c.delta), ci95=ci,
                       p_value=c.p_value, n=c.n, mde=c.mde, p_adjusted=p_adjusted, method=c.method,
                       errors=errors, dropped=dropped)
+    worse = "dropped" if higher_better else "rose (lower is better)"
     rests = _rests_on(c.n, errors, dropped, spec.on_error, r.metric, worst)
     if c.n == 0:
         check.verdict, check.message = FAIL, f"no shared record has a {r.metric} score in both runs ({rests})"
@@ -482,20 +499,22 @@ def _regression_check(r: MaxRegression, c: PairedComparison, spec: GateSpec, *, 
         check.verdict = WARN
         floor = c.min_p if c.min_p is not None else 1.0
         holm = f" x {n_tests} checks (Holm)" if n_tests > 1 else ""
-        check.message = (f"changed {c.delta:+.4f}, allowed drop {allowed}: too few pairs for a verdict: with "
+        check.message = (f"changed {sign * c.delta:+.4f}, allowed {_worsening(higher_better)} {allowed}: too few "
+                         f"pairs for a verdict: with "
                          f"{c.n} the smallest p-value a sign-flip test can give is {floor:.4g}{holm}, not below "
                          f"alpha {spec.alpha:g}; at least {needed} pairs are needed ({rests})")
         return check
     if c.exceeds and significant:
         check.verdict = FAIL
-        check.message = (f"dropped {drop:.4f} > {allowed}, significant: {p_text} < alpha {spec.alpha:g} "
+        check.message = (f"{worse} {drop:.4f} > {allowed}, significant: {p_text} < alpha {spec.alpha:g} "
                          f"({rests}; {c.method})")
     elif c.exceeds:
         check.verdict = WARN
-        check.message = (f"dropped {drop:.4f} > {allowed} but within noise: {p_text} >= alpha {spec.alpha:g} "
+        check.message = (f"{worse} {drop:.4f} > {allowed} but within noise: {p_text} >= alpha {spec.alpha:g} "
                          f"({rests}; {c.method})")
     else:
-        check.message = f"changed {c.delta:+.4f}, allowed drop {allowed}: {p_text} ({rests})"
+        check.message = (f"changed {sign * c.delta:+.4f}, allowed {_worsening(higher_better)} {allowed}: {p_text} "
+                         f"({rests})")
     if check.verdict != FAIL and (c.mde is None or c.mde > r.max_drop):
         if c.mde is None:
             check.message += "; low power: no drop is detectable with this many pairs"
@@ -507,6 +526,10 @@ def _regression_check(r: MaxRegression, c: PairedComparison, spec: GateSpec, *, 
         if check.verdict == PASS:
             check.verdict = WARN
     return check
+
+
+def _worsening(higher_better: bool) -> str:
+    return "drop" if higher_better else "rise (lower is better)"
 
 
 def record_failed(record: Mapping[str, Any]) -> bool:
@@ -553,7 +576,8 @@ def _regression_checks(spec: GateSpec, candidate: RunResult, baseline: RunResult
     for r in spec.regressions:
         sample = paired_scores(base_index, cand_index, r.metric, on_error=spec.on_error,
                                baseline_worst=metric_worst(baseline, r.metric),
-                               candidate_worst=metric_worst(candidate, r.metric))
+                               candidate_worst=metric_worst(candidate, r.metric),
+                               higher_is_better=higher_is_better(candidate, r.metric))
         comparison = compare(sample, max_drop=r.max_drop, alpha=spec.alpha, seed=spec.seed,
                              n_resamples=spec.n_resamples)
         comparisons.append((r, sample, comparison))
@@ -565,7 +589,8 @@ def _regression_checks(spec: GateSpec, candidate: RunResult, baseline: RunResult
         p_adjusted = next(adjusted) if c.p_value is not None else None
         checks.append(_regression_check(r, c, spec, p_adjusted=p_adjusted, errors=sample.errored,
                                         dropped=sample.dropped,
-                                        worst=metric_worst(candidate, r.metric), n_tests=n_tests))
+                                        worst=metric_worst(candidate, r.metric), n_tests=n_tests,
+                                        higher_better=higher_is_better(candidate, r.metric)))
     return checks
 
 

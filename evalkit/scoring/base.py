@@ -1,45 +1,101 @@
-"""The metric interface and registry."""
+"""The metric interface and registry.
+
+A metric family turns model outputs into per-record scores, in one or more columns (``rouge`` gives rouge1,
+rouge2, rougeL). What a metric may read about a record is an :class:`Item`: the output, the references, the
+record's input (the question or document) and the retrieved context (RAG). A metric says what it needs
+(``needs``), and, per column, whether higher is better (the gate and ``require`` rules honour it: a lower
+refusal rate is better).
+
+The life of a metric in a run:
+
+1. :meth:`Metric.check_options` -- before anything loads: a bad option costs nothing;
+2. construction -- loads models and data;
+3. :meth:`Metric.prepare` -- once per dataset, with every valid record (before ``--max-samples``): shared
+   state such as BERTScore's idf or the references' embeddings, reused for every system a comparison scores;
+4. :meth:`Metric.score_items` -- per record a :class:`Score`: a value, an optional explanation (a judge's
+   reasoning) and an error when it cannot score (counted, never a silent 0).
+
+Simple metrics implement :meth:`Metric.score` (outputs and references in, one value per record out); the
+default :meth:`Metric.score_items` wraps it.
+"""
 
 from __future__ import annotations
 
-from abc import ABC, abstractmethod
 from collections.abc import Sequence
+from dataclasses import dataclass, field
 from typing import Any
 
 from evalkit.registry import Registry
 
+REFERENCES = "references"
+INPUTS = "inputs"
+CONTEXTS = "contexts"
+RUNNER = "runner"
 
-class Metric(ABC):
-    """Scores outputs against one or more references each.
 
-    A metric family may produce several score columns (``rouge`` gives rouge1, rouge2, rougeL).
-    With several references the score is the maximum over references, as the reference libraries
-    define it.
+@dataclass(frozen=True)
+class Item:
+    """What a metric may read about one record."""
 
-    The life of a metric in a run: :meth:`check_options` (before anything loads: a bad option costs
-    nothing), construction (loads models and data), :meth:`prepare` with every reference of the dataset
-    (dataset-level statistics such as BERTScore's idf), then :meth:`score`.
-    """
+    output: str
+    references: tuple[str, ...] = ()
+    input: str | None = None  # the record's input: the question, the document to summarize
+    context: tuple[str, ...] | None = None  # passages retrieved for it (RAG systems)
+
+
+@dataclass
+class Score:
+    """One record's score in one column: a value, or an error; and an optional explanation."""
+
+    value: float | None = None
+    explanation: str | None = None
+    error: str | None = None
+
+
+@dataclass(frozen=True)
+class DatasetView:
+    """What :meth:`Metric.prepare` sees: every valid record of the dataset, before ``--max-samples``."""
+
+    references: list[tuple[str, ...]] = field(default_factory=list)
+    inputs: list[str | None] = field(default_factory=list)
+
+
+class Metric:
+    """Scores outputs, one or more columns per record. Subclasses implement :meth:`score` (simple metrics)
+    or :meth:`score_items`."""
 
     name: str
     columns: tuple[str, ...]
+    needs: frozenset[str] = frozenset({REFERENCES})
+    lower_is_better: frozenset[str] = frozenset()  # columns where a lower value is better
 
     @classmethod  # noqa: B027 - most metrics have nothing to check
     def check_options(cls, **options: Any) -> None:
         """Raise UsageError / ResourceMissingError for options that cannot work, without loading anything."""
 
-    def prepare(self, references: Sequence[Sequence[str]]) -> None:  # noqa: B027 - optional hook
-        """See every reference of the dataset (all valid records, before ``--max-samples``) once."""
+    def prepare(self, dataset: DatasetView) -> None:  # noqa: B027 - optional hook
+        """See every valid record of the dataset once (before ``--max-samples``)."""
+
+    def use_store(self, store: Any) -> None:  # noqa: B027 - only metrics that call a model need it
+        """The run store of the output directory, for metrics that call a model (resumable judgements)."""
+
+    def higher_is_better(self, column: str) -> bool:
+        return column not in self.lower_is_better
 
     def value_range(self, column: str) -> tuple[float, float]:
-        """Lowest and highest possible value of ``column``; an errored record counts as the lowest under
-        the gate's default error policy."""
+        """Lowest and highest possible value of ``column``; an errored record counts as the worst of them
+        under the gate's default error policy."""
         return (0.0, 1.0)
 
-    @abstractmethod
     def score(self, outputs: Sequence[str], references: Sequence[Sequence[str]],
               progress: bool = False) -> dict[str, list[float]]:
-        """Column name -> one score per output."""
+        """Column name -> one value per output (simple metrics)."""
+        raise NotImplementedError(f"{type(self).__name__} implements score_items")
+
+    def score_items(self, items: Sequence[Item], progress: bool = False) -> dict[str, list[Score]]:
+        """Column name -> one :class:`Score` per item. The default runs :meth:`score` on outputs and references."""
+        values = self.score([i.output for i in items], [i.references for i in items], progress=progress)
+        return {column: [Score(value=v) for v in column_values] for column, column_values in values.items()}
 
     def settings(self) -> dict[str, Any]:
         """What a reader needs to reproduce the numbers (recorded in results.json)."""

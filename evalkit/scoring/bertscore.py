@@ -19,7 +19,7 @@ from typing import Any
 from evalkit.devices import resolve_device
 from evalkit.errors import ResourceMissingError, UsageError
 from evalkit.progress import progress_bar
-from evalkit.scoring.base import METRICS, Metric
+from evalkit.scoring.base import METRICS, DatasetView, Metric
 
 DEFAULT_MODEL = "all-MiniLM-L6-v2"
 
@@ -105,11 +105,12 @@ class BertScore(Metric):
             _check_baseline(name, load_from, lang, baseline_path)
         resolve_device(device)
 
-    def prepare(self, references: Sequence[Sequence[str]]) -> None:
+    def prepare(self, dataset: DatasetView) -> None:
         """idf weights (when on) from every reference of the dataset, as ``bert_score.score`` computes them
         from the references it is given: the same weights for every run over the dataset, whichever records
         were sampled or errored."""
         if self.idf:
+            references = dataset.references
             flat = [r for refs in references for r in refs]
             self._scorer.compute_idf(flat)
             self.idf_source = {"from": "dataset references (every valid record, before --max-samples)",

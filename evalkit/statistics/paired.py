@@ -2,7 +2,9 @@
 
 Every score is compared with the baseline's score on the *same* sample (matched by id), so the noise
 that comes from which samples happen to be in the evaluation set cancels out; what is left is the
-spread of the per-sample differences ``d_i = candidate_i - baseline_i`` (higher scores are better).
+spread of the per-sample differences ``d_i = candidate_i - baseline_i`` (higher scores are better; a metric
+where lower is better, such as a refusal rate, is compared on negated scores, so a drop is always a change
+for the worse).
 
 The question a regression check asks is one-sided: H0 "the mean drop is at most DELTA"
 (``mean(d) >= -DELTA``) against H1 "it drops by more" (``mean(d) < -DELTA``). The test runs on the
@@ -136,11 +138,12 @@ def error_fill(on_error: str, worst: float) -> float | None:
 
 def paired_scores(baseline: Mapping[str, Mapping[str, Any]], candidate: Mapping[str, Mapping[str, Any]],
                   metric: str, *, on_error: str = DEFAULT_ON_ERROR, baseline_worst: float = 0.0,
-                  candidate_worst: float = 0.0) -> PairedSample:
+                  candidate_worst: float = 0.0, higher_is_better: bool = True) -> PairedSample:
     """Pairs of ``metric`` scores on the ids both indexes hold, with errors handled by ``on_error``.
 
-    ``*_worst`` is the low end of the metric's range in each run (what ``fail`` fills in); a pair where
-    both sides errored is a tie under ``fail`` and ``zero``.
+    ``*_worst`` is the worst value of the metric's range in each run (what ``fail`` fills in: the low end,
+    or the high end where lower is better); a pair where both sides errored is a tie under ``fail`` and
+    ``zero``. Where lower is better the pairs hold negated scores, so that higher is better for the tests.
     """
     ids, base, cand = [], [], []
     cand_errors = base_errors = errored = dropped = 0
@@ -160,8 +163,8 @@ def paired_scores(baseline: Mapping[str, Mapping[str, Any]], candidate: Mapping[
             c = fill_c if c is None else c
             b = fill_b if b is None else b
         ids.append(key)
-        base.append(b)
-        cand.append(c)
+        base.append(b if higher_is_better else -b)
+        cand.append(c if higher_is_better else -c)
     return PairedSample(ids, np.asarray(base, dtype=np.float64), np.asarray(cand, dtype=np.float64),
                         cand_errors, base_errors, errored, dropped, on_error)
 
