@@ -106,7 +106,8 @@ class Metric:
 METRICS: Registry = Registry(
     "metric",
     lazy={"rouge": "evalkit.scoring.rouge", "meteor": "evalkit.scoring.meteor",
-          "bertscore": "evalkit.scoring.bertscore"},
+          "bertscore": "evalkit.scoring.bertscore", "semantic_similarity": "evalkit.scoring.similarity",
+          "refusal": "evalkit.scoring.refusal", "judge": "evalkit.scoring.judge"},
 )
 
 
