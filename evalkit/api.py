@@ -45,6 +45,7 @@ def evaluate_summarization(
     overwrite: bool = False,
     use_cache: bool = True,
     metrics: tuple[str, ...] | list[str] | None = None,
+    metric_options: dict[str, dict[str, Any]] | None = None,
     **call_options: Any,
 ) -> RunResult:
     """Summarization accuracy (ROUGE-1/2/L, METEOR, BERTScore) of ``model`` on ``dataset``.
@@ -52,7 +53,8 @@ def evaluate_summarization(
     Pass ``output_field`` instead of ``model`` to score outputs already in the dataset. ``truncate`` cuts
     the input of a prompt too long for the model's context (else that record is an error); ``overwrite``
     replaces a finished run of other settings in ``output_dir`` (else it is refused); ``use_cache=False``
-    calls the model again for records the run store holds.
+    calls the model again for records the run store holds. ``metric_options`` gives options per metric
+    family, e.g. ``{"judge": {"model": "hf:smollm2"}, "semantic_similarity": {"model": "path/to/embedder"}}``.
 
     Runner options come from ``runner_options`` (a ready :class:`RunnerOptions`), or are built from
     ``model_config`` (a YAML file, see :mod:`evalkit.runners.config`), the arguments above and
@@ -82,7 +84,8 @@ def evaluate_summarization(
         runner=runner_options,
         metric_options={"bertscore": {"model": bertscore_model, "num_layers": bertscore_layer,
                                       "idf": bertscore_idf, "rescale_with_baseline": bertscore_rescale,
-                                      "baseline_path": bertscore_baseline_path, "batch_size": 64}},
+                                      "baseline_path": bertscore_baseline_path, "batch_size": 64},
+                        **(metric_options or {})},
         progress=progress,
         write_report=write_report,
         truncate=truncate or runner_options.truncate,

@@ -149,7 +149,7 @@ def _run(config: RunConfig, task: Task, template: str, data: LoadedDataset, sett
         outputs = [s.model_output for s in data.samples]
         errors = [None] * len(outputs)
 
-    scored = score_records(metrics, data.samples, outputs, errors, config.progress)
+    scored = score_records(metrics, data.samples, outputs, errors, config.progress, output_dir=output_dir)
     timings.update(scored.timings)
     scores, score_errors = scored.scores, scored.errors
     records = [_record(*row) for row in zip(data.samples, prompts, outputs, errors, scores, score_errors, calls,
@@ -179,6 +179,7 @@ def _run(config: RunConfig, task: Task, template: str, data: LoadedDataset, sett
         "dataset": data.metadata(),
         "prompt_template": template if config.model else None,
         "metric_settings": scored.settings,
+        "scoring_calls": scored.calls or None,
         "runner": runner_info,
         "seed": config.seed,
         "max_samples": config.max_samples,
@@ -446,32 +447,44 @@ class Scored:
     explanations: list[dict[str, str]]
     settings: dict[str, Any]
     timings: dict[str, float]
+    calls: dict[str, dict[str, int]] = field(default_factory=dict)  # model calls of metrics that make them
 
 
 def score_records(metrics: list[Metric], samples: Sequence[Sample], outputs: Sequence[str | None],
                   errors: Sequence[str | None], progress: bool,
-                  contexts: Sequence[Sequence[str] | None] | None = None) -> Scored:
-    """Score every record whose generation succeeded, with every metric."""
+                  contexts: Sequence[Sequence[str] | None] | None = None, output_dir: Path | None = None) -> Scored:
+    """Score every record whose generation succeeded, with every metric. Metrics that call a model (a judge)
+    keep their calls in the run store of ``output_dir``, so a re-run reuses them."""
+    from evalkit.runners.store import RunStore
+    from evalkit.scoring.base import RUNNER
+
     ok = [i for i, e in enumerate(errors) if e is None]
     contexts = contexts if contexts is not None else [None] * len(samples)
     items = metric_items([samples[i] for i in ok], [outputs[i] or "" for i in ok], [contexts[i] for i in ok])
     scored = Scored([{} for _ in samples], [{} for _ in samples], [{} for _ in samples], {}, {})
-    for metric in metrics:
-        start = time.perf_counter()
-        columns = score_isolated(metric, items, progress)
-        for column, column_scores in columns.items():
-            for position, i in enumerate(ok):
-                score = column_scores[position]
-                if score.error is not None:
-                    scored.errors[i][column] = score.error
-                else:
-                    scored.scores[i][column] = score.value
-                if score.explanation is not None:
-                    scored.explanations[i][column] = score.explanation
-        scored.timings[f"scoring_{metric.name}_s"] = round(time.perf_counter() - start, 3)
+    calls_model = output_dir is not None and any(RUNNER in m.needs for m in metrics)
+    with RunStore(output_dir) if calls_model else contextlib.nullcontext() as store:
+        for metric in metrics:
+            metric.use_store(store)
+            _score_metric(metric, items, ok, scored, progress)
     scored.timings["scoring_s"] = round(sum(scored.timings.values()), 3)
     scored.settings = {m.name: m.settings() for m in metrics}
+    scored.calls = {m.name: stats for m in metrics if (stats := m.call_stats()) is not None}
     return scored
+
+
+def _score_metric(metric: Metric, items: list[Item], ok: list[int], scored: Scored, progress: bool) -> None:
+    start = time.perf_counter()
+    for column, column_scores in score_isolated(metric, items, progress).items():
+        for position, i in enumerate(ok):
+            score = column_scores[position]
+            if score.error is not None:
+                scored.errors[i][column] = score.error
+            else:
+                scored.scores[i][column] = score.value
+            if score.explanation is not None:
+                scored.explanations[i][column] = score.explanation
+    scored.timings[f"scoring_{metric.name}_s"] = round(time.perf_counter() - start, 3)
 
 
 # ------------------------------------------------------------------------------------------------

@@ -88,6 +88,13 @@ def _add_run(commands: argparse._SubParsersAction) -> None:
     scoring.add_argument("--bertscore-rescale", action="store_true",
                          help="rescale with bert-score's baseline (off by default)")
     scoring.add_argument("--bertscore-baseline-path", help="baseline .tsv for --bertscore-rescale")
+    scoring.add_argument("--embedding-model", metavar="NAME_OR_DIR",
+                         help="sentence-transformers model of semantic_similarity and refusal (default: minilm, "
+                              "all-MiniLM-L6-v2 shipped offline)")
+    scoring.add_argument("--judge-model", metavar="SPEC",
+                         help="the judge metric's model, any runner spec (e.g. hf:smollm2, bedrock:<model id>)")
+    scoring.add_argument("--judge-max-new-tokens", type=positive_int, metavar="N",
+                         help="tokens a judge may write: reasoning, then the score (default 256)")
     out = run.add_argument_group("output")
     out.add_argument("--seed", type=int, default=0)
     out.add_argument("--output-dir", help="default: reports/<timestamp>-<task>-<model>; re-using a "
@@ -125,6 +132,18 @@ def _metric_families(args: argparse.Namespace) -> tuple[str, ...] | None:
     if not names:
         raise UsageError("--metrics: give at least one metric family, e.g. rouge,meteor")
     return names
+
+
+def _metric_options(args: argparse.Namespace) -> dict[str, dict[str, object]]:
+    """Options of the metrics that call or embed, from their flags (None: the metric's default)."""
+    options: dict[str, dict[str, object]] = {}
+    if args.embedding_model:
+        options["semantic_similarity"] = {"model": args.embedding_model}
+        options["refusal"] = {"model": args.embedding_model}
+    judge = {"model": args.judge_model, "max_new_tokens": args.judge_max_new_tokens}
+    if any(v is not None for v in judge.values()):
+        options["judge"] = {k: v for k, v in judge.items() if v is not None}
+    return options
 
 
 def runner_options_from(args: argparse.Namespace):
@@ -274,7 +293,7 @@ def _run(args: argparse.Namespace) -> int:
         bertscore_idf=args.bertscore_idf, bertscore_rescale=args.bertscore_rescale,
         bertscore_baseline_path=args.bertscore_baseline_path, progress=not args.no_progress,
         write_report=not args.no_report, truncate=args.truncate, overwrite=args.overwrite,
-        use_cache=not args.no_cache, metrics=_metric_families(args),
+        use_cache=not args.no_cache, metrics=_metric_families(args), metric_options=_metric_options(args),
     )
     from evalkit.summary_table import format_generation_line, format_metrics_table
 

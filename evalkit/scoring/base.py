@@ -97,6 +97,10 @@ class Metric:
         values = self.score([i.output for i in items], [i.references for i in items], progress=progress)
         return {column: [Score(value=v) for v in column_values] for column, column_values in values.items()}
 
+    def call_stats(self) -> dict[str, int] | None:
+        """Model calls this metric made (reused, called, failed, retries), for metrics that call a model."""
+        return None
+
     def settings(self) -> dict[str, Any]:
         """What a reader needs to reproduce the numbers (recorded in results.json)."""
         return {}
