@@ -67,7 +67,8 @@ class TextEmbedder:
 
     @property
     def dimension(self) -> int:
-        return int(self._model.get_sentence_embedding_dimension())
+        get = getattr(self._model, "get_embedding_dimension", None) or self._model.get_sentence_embedding_dimension
+        return int(get())
 
     def fingerprint(self) -> str:
         """sha256 over the model's files (memoized on disk): what makes an index or a score "the same"."""

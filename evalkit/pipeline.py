@@ -31,6 +31,7 @@ from evalkit.data.prompts import render_prompt, validate_template
 from evalkit.errors import EXIT_OK, EXIT_RUNTIME, AllRecordsFailed, EvalkitError, RuntimeFailure, UsageError
 from evalkit.hashing import fingerprint
 from evalkit.progress import quiet_library_progress
+from evalkit.rag.retriever import RetrieverSpec
 from evalkit.results import RECORDS_FILE, REPORT_FILE, RESULTS_FILE, RunResult
 from evalkit.runners.base import Result, Runner, RunnerOptions
 from evalkit.runners.store import run_lock
@@ -70,12 +71,21 @@ class RunConfig:
     overwrite: bool = False  # replace a finished run of other settings in output_dir
     use_cache: bool = True  # reuse finished calls from the run store (False: call again, still store)
     metrics: tuple[str, ...] | None = None  # metric families; None: the task's
+    retriever: RetrieverSpec | None = None  # a RAG system: retrieve context for each record, then generate
 
 
 def evaluate(config: RunConfig) -> RunResult:
     started = time.perf_counter()
     task: Task = TASKS.get(config.task)
-    template = validate_template(config.prompt_template or task.prompt_template)
+    if config.retriever is not None:
+        from evalkit.rag.retriever import check_retriever
+
+        if not config.model:
+            raise UsageError("a retriever needs a model to generate from the retrieved context")
+        check_retriever(config.retriever)
+        template = config.retriever.template
+    else:
+        template = validate_template(config.prompt_template or task.prompt_template)
     if config.dataset.output_field is None and not config.model:
         raise UsageError("--model is required unless --output-field names outputs already in the dataset")
     if config.dataset.output_field is not None and config.model:
@@ -134,8 +144,8 @@ def _run(config: RunConfig, task: Task, template: str, data: LoadedDataset, sett
         metric.prepare(view)
     timings["metrics_load_s"] = round(time.perf_counter() - start, 3)
 
-    prompts = [render_prompt(template, s.model_input) if s.model_input is not None else None
-               for s in data.samples]
+    retrieved, retrieval_info = _retrieve(config, data.samples, timings)
+    prompts = _prompts(template, data.samples, retrieved)
     runner_info: dict[str, Any] | None = None
     if config.model:
         gen = _generate(config, data.samples, prompts, template, output_dir)
@@ -149,19 +159,24 @@ def _run(config: RunConfig, task: Task, template: str, data: LoadedDataset, sett
         outputs = [s.model_output for s in data.samples]
         errors = [None] * len(outputs)
 
-    scored = score_records(metrics, data.samples, outputs, errors, config.progress, output_dir=output_dir)
+    scored = score_records(metrics, data.samples, outputs, errors, config.progress, output_dir=output_dir,
+                           retrieved=retrieved)
     timings.update(scored.timings)
     scores, score_errors = scored.scores, scored.errors
     records = [_record(*row) for row in zip(data.samples, prompts, outputs, errors, scores, score_errors, calls,
-                                            scored.explanations, strict=True)]
+                                            scored.explanations, retrieved or [None] * len(data.samples),
+                                            strict=True)]
     truncated = [c.truncated if c is not None else None for c in calls]
     summaries = {}
     for metric in metrics:
         for column in metric.columns:
             values = [sc.get(column) for sc in scores]
-            summary = summarize(values, errors=sum(v is None for v in values)).to_dict()
+            proportion = column in metric.proportions
+            summary = summarize(values, errors=sum(v is None for v in values), proportion=proportion).to_dict()
             summary["range"] = list(metric.value_range(column))
             summary["higher_is_better"] = metric.higher_is_better(column)
+            if proportion:
+                summary["ci_method"] = "wilson"
             summaries[column] = summary
     counts = _counts(data, errors, score_errors, truncated)
     outcome = {"status": STATUS_COMPLETE, "exit_code": EXIT_OK, "message": None}
@@ -181,6 +196,8 @@ def _run(config: RunConfig, task: Task, template: str, data: LoadedDataset, sett
         "metric_settings": scored.settings,
         "scoring_calls": scored.calls or None,
         "runner": runner_info,
+        "retriever": retrieval_info,
+        "judge_agreement": _judge_agreement(data.samples, scores),
         "seed": config.seed,
         "max_samples": config.max_samples,
         "counts": counts,
@@ -210,6 +227,44 @@ def _run(config: RunConfig, task: Task, template: str, data: LoadedDataset, sett
 # what decides a run, and the output directory
 
 
+def _retrieve(config: RunConfig, samples: list[Sample],
+              timings: dict[str, float]) -> tuple[list[list[Any]] | None, dict[str, Any] | None]:
+    """Each record's retrieved chunks (RAG systems), and what the retriever was."""
+    if config.retriever is None:
+        return None, None
+    from evalkit.rag.retriever import Retriever
+
+    start = time.perf_counter()
+    with quiet_library_progress(not config.progress):
+        retriever = Retriever(config.retriever, device=config.runner.device or "auto", progress=config.progress)
+    timings["index_s"] = round(time.perf_counter() - start, 3)
+    start = time.perf_counter()
+    retrieved = retriever.search([s.model_input or "" for s in samples])
+    timings["retrieval_s"] = round(time.perf_counter() - start, 3)
+    return retrieved, {**retriever.describe(), "index_built_s": retriever.built_s,
+                       "index_reused": retriever.built_s is None}
+
+
+def _prompts(template: str, samples: list[Sample], retrieved: list[list[Any]] | None) -> list[str | None]:
+    if retrieved is None:
+        return [render_prompt(template, s.model_input) if s.model_input is not None else None for s in samples]
+    from evalkit.data.prompts import render_fields
+    from evalkit.rag.retriever import render_context
+
+    return [render_fields(template, {"context": render_context(chunks), "question": s.model_input or "",
+                                     "model_input": s.model_input or ""})
+            for s, chunks in zip(samples, retrieved, strict=True)]
+
+
+def _judge_agreement(samples: list[Sample], scores: list[dict[str, float]]) -> dict[str, Any] | None:
+    """The judge's agreement with the dataset's human scores, when both are there."""
+    if not any(s.human_score is not None for s in samples) or not any("judge" in sc for sc in scores):
+        return None
+    from evalkit.statistics.agreement import agreement
+
+    return agreement([sc.get("judge") for sc in scores], [s.human_score for s in samples]).to_dict()
+
+
 def model_spec(config: RunConfig) -> str | None:
     """The model as text: the spec given, or the spec of the runner given."""
     return config.model.spec if isinstance(config.model, Runner) else config.model
@@ -236,7 +291,8 @@ def run_settings(config: RunConfig, task: Task, template: str, data: LoadedDatas
         "task": task.name,
         "dataset": {"sha256": data.sha256, "format": data.format, "input_field": spec.input_field,
                     "target_field": spec.target_field, "output_field": spec.output_field, "id_field": spec.id_field,
-                    "target_delimiter": spec.target_delimiter, "split": spec.split},
+                    "target_delimiter": spec.target_delimiter, "split": spec.split,
+                    "gold_field": spec.gold_field, "human_score_field": spec.human_score_field},
         "max_samples": config.max_samples,
         "seed": config.seed,
         "skip_invalid": config.skip_invalid,
@@ -247,6 +303,11 @@ def run_settings(config: RunConfig, task: Task, template: str, data: LoadedDatas
     }
     if config.model:
         settings["generation"] = generation_settings(config, template)
+    if config.retriever is not None:
+        from evalkit.data.dataset import dataset_sha256
+
+        settings["retriever"] = {**config.retriever.to_dict(), "documents": None,
+                                 "documents_sha256": dataset_sha256(Path(config.retriever.documents))}
     return settings
 
 
@@ -431,11 +492,13 @@ def score_isolated(metric: Metric, items: list[Item], progress: bool) -> dict[st
 
 
 def metric_items(samples: Sequence[Sample], outputs: Sequence[str],
-                 contexts: Sequence[Sequence[str] | None] | None = None) -> list[Item]:
-    """What metrics may read about each record."""
-    contexts = contexts if contexts is not None else [None] * len(samples)
-    return [Item(output, s.references, s.model_input, tuple(c) if c is not None else None)
-            for s, output, c in zip(samples, outputs, contexts, strict=True)]
+                 retrieved: Sequence[Sequence[Any] | None] | None = None) -> list[Item]:
+    """What metrics may read about each record (``retrieved``: each record's chunks, for RAG systems)."""
+    retrieved = retrieved if retrieved is not None else [None] * len(samples)
+    return [Item(output, s.references, s.model_input,
+                 tuple(r.chunk.text for r in chunks) if chunks is not None else None,
+                 tuple(r.chunk.id for r in chunks) if chunks is not None else None, s.gold)
+            for s, output, chunks in zip(samples, outputs, retrieved, strict=True)]
 
 
 @dataclass
@@ -452,15 +515,15 @@ class Scored:
 
 def score_records(metrics: list[Metric], samples: Sequence[Sample], outputs: Sequence[str | None],
                   errors: Sequence[str | None], progress: bool,
-                  contexts: Sequence[Sequence[str] | None] | None = None, output_dir: Path | None = None) -> Scored:
+                  retrieved: Sequence[Sequence[Any] | None] | None = None, output_dir: Path | None = None) -> Scored:
     """Score every record whose generation succeeded, with every metric. Metrics that call a model (a judge)
     keep their calls in the run store of ``output_dir``, so a re-run reuses them."""
     from evalkit.runners.store import RunStore
     from evalkit.scoring.base import RUNNER
 
     ok = [i for i, e in enumerate(errors) if e is None]
-    contexts = contexts if contexts is not None else [None] * len(samples)
-    items = metric_items([samples[i] for i in ok], [outputs[i] or "" for i in ok], [contexts[i] for i in ok])
+    retrieved = retrieved if retrieved is not None else [None] * len(samples)
+    items = metric_items([samples[i] for i in ok], [outputs[i] or "" for i in ok], [retrieved[i] for i in ok])
     scored = Scored([{} for _ in samples], [{} for _ in samples], [{} for _ in samples], {}, {})
     calls_model = output_dir is not None and any(RUNNER in m.needs for m in metrics)
     with RunStore(output_dir) if calls_model else contextlib.nullcontext() as store:
@@ -492,7 +555,8 @@ def _score_metric(metric: Metric, items: list[Item], ok: list[int], scored: Scor
 
 
 def _record(sample: Sample, prompt: str | None, output: str | None, error: str | None, scores: dict[str, float],
-            score_errors: dict[str, str], call: Result | None, explanations: dict[str, str]) -> dict[str, Any]:
+            score_errors: dict[str, str], call: Result | None, explanations: dict[str, str],
+            retrieved: list[Any] | None) -> dict[str, Any]:
     refs = sample.references
     record = {"id": sample.id, "model_input": sample.model_input,
               "prompt": (call.sent_prompt if call is not None and call.sent_prompt else prompt),
@@ -500,6 +564,12 @@ def _record(sample: Sample, prompt: str | None, output: str | None, error: str |
               "error": error, "score_errors": score_errors, "truncated": call.truncated if call is not None else None}
     if explanations:
         record["explanations"] = explanations
+    if retrieved is not None:
+        record["retrieved"] = [r.to_dict() for r in retrieved]
+    if sample.gold is not None:
+        record["gold"] = list(sample.gold)
+    if sample.human_score is not None:
+        record["human_score"] = sample.human_score
     if call is not None:
         record["generation"] = {"error_kind": call.error_kind, "finish_reason": call.finish_reason,
                                 "usage": call.usage, "latency_s": call.latency_s, "attempts": call.attempts,

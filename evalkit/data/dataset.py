@@ -10,6 +10,7 @@ import csv
 import hashlib
 import io
 import json
+import math
 import random
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -32,6 +33,8 @@ class Sample:
     model_input: str | None
     references: tuple[str, ...]
     model_output: str | None = None
+    gold: tuple[str, ...] | None = None  # gold passages (``gold_field``): documents, chunk ids or passage text
+    human_score: float | None = None  # a person's rating of the reference answer (``human_score_field``)
 
 
 @dataclass(frozen=True)
@@ -53,6 +56,8 @@ class DatasetSpec:
     id_field: str = "id"
     target_delimiter: str | None = None
     split: str | None = None
+    gold_field: str | None = None  # gold passages per record, for retrieval recall@k and MRR
+    human_score_field: str | None = None  # human ratings per record, for the judge's agreement with people
 
 
 @dataclass
@@ -80,6 +85,8 @@ class LoadedDataset:
             "output_field": self.spec.output_field,
             "id_field": self.spec.id_field,
             "target_delimiter": self.spec.target_delimiter,
+            **({"gold_field": self.spec.gold_field} if self.spec.gold_field else {}),
+            **({"human_score_field": self.spec.human_score_field} if self.spec.human_score_field else {}),
         }
 
 
@@ -158,7 +165,34 @@ def _to_sample(row: Any, line: int, spec: DatasetSpec) -> Sample:
         record_id = str(raw_id)
     else:
         raise InputError(f"id must be a string or integer, got {type(raw_id).__name__}", field=spec.id_field)
-    return Sample(record_id, line, model_input, references, model_output)
+    gold = _gold(row, spec.gold_field) if spec.gold_field else None
+    human = _human_score(row, spec.human_score_field) if spec.human_score_field else None
+    return Sample(record_id, line, model_input, references, model_output, gold, human)
+
+
+def _gold(row: dict, name: str) -> tuple[str, ...]:
+    value = row.get(name)
+    if isinstance(value, str) and value.strip():
+        return (value.strip(),)
+    if isinstance(value, list) and value and all(isinstance(v, str) and v.strip() for v in value):
+        return tuple(v.strip() for v in value)
+    raise InputError("expected a gold passage (a document name, chunk id or passage text) or a non-empty list of "
+                     f"them, got {'nothing' if value is None else type(value).__name__}", field=name)
+
+
+def _human_score(row: dict, name: str) -> float | None:
+    """A finite number; missing or null means "not rated" (agreement rests on the rated records)."""
+    value = row.get(name)
+    if value is None or value == "":
+        return None
+    if isinstance(value, str):
+        try:
+            value = float(value)
+        except ValueError:
+            raise InputError(f"expected a number, got {value!r}", field=name) from None
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
+        raise InputError(f"expected a finite number, got {value!r}", field=name)
+    return float(value)
 
 
 def _required_text(row: dict, name: str, *, allow_empty: bool) -> str:

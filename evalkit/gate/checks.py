@@ -449,7 +449,8 @@ def _threshold_check(t: Threshold, candidate: RunResult, on_error: str) -> GateC
                 continue
             score = fill
         values.append(score)
-    summary = summarize(values)
+    is_rate = (candidate.results["metrics"].get(t.metric) or {}).get("ci_method") == "wilson"
+    summary = summarize(values, proportion=is_rate and all(v in (0.0, 1.0) for v in values))
     mean, ci, n = summary.mean, summary.ci95, summary.n
     dropped = errors if fill is None else 0
     check = GateCheck(t.name, "threshold", t.metric, t.expression, t.value, PASS, "", candidate=mean, ci95=ci,

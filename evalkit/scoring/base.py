@@ -40,7 +40,9 @@ class Item:
     output: str
     references: tuple[str, ...] = ()
     input: str | None = None  # the record's input: the question, the document to summarize
-    context: tuple[str, ...] | None = None  # passages retrieved for it (RAG systems)
+    context: tuple[str, ...] | None = None  # passages retrieved for it (RAG systems), best first
+    context_ids: tuple[str, ...] | None = None  # their chunk ids, "<document>#<n>"
+    gold: tuple[str, ...] | None = None  # the dataset's gold passages for the record (documents or passage text)
 
 
 @dataclass
@@ -68,6 +70,7 @@ class Metric:
     columns: tuple[str, ...]
     needs: frozenset[str] = frozenset({REFERENCES})
     lower_is_better: frozenset[str] = frozenset()  # columns where a lower value is better
+    proportions: frozenset[str] = frozenset()  # 0/1 columns: their mean is a rate, with a Wilson interval
 
     @classmethod  # noqa: B027 - most metrics have nothing to check
     def check_options(cls, **options: Any) -> None:
@@ -111,7 +114,8 @@ METRICS: Registry = Registry(
     "metric",
     lazy={"rouge": "evalkit.scoring.rouge", "meteor": "evalkit.scoring.meteor",
           "bertscore": "evalkit.scoring.bertscore", "semantic_similarity": "evalkit.scoring.similarity",
-          "refusal": "evalkit.scoring.refusal", "judge": "evalkit.scoring.judge"},
+          "refusal": "evalkit.scoring.refusal", "judge": "evalkit.scoring.judge",
+          "retrieval": "evalkit.scoring.retrieval"},
 )
 
 

@@ -93,6 +93,7 @@ class Refusal(Metric):
     columns = ("refusal",)
     needs = frozenset()  # no reference: a refusal is a refusal whatever the right answer was
     lower_is_better = frozenset({"refusal"})
+    proportions = frozenset({"refusal"})
 
     def __init__(self, model: str | None = None, device: str = "auto",
                  similarity_threshold: float = DEFAULT_SIMILARITY_THRESHOLD,

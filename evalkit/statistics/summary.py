@@ -92,12 +92,17 @@ class MetricSummary:
                 "ci95": list(self.ci95) if self.ci95 is not None else None, "errors": self.errors}
 
 
-def summarize(values: Sequence[float | None], *, errors: int = 0) -> MetricSummary:
-    """Mean, sample standard deviation (ddof=1; 0 for one value), count and :func:`mean_ci` of the values
-    that are present; ``errors`` is passed through so every number says how many records it rests on."""
+def summarize(values: Sequence[float | None], *, errors: int = 0, proportion: bool = False) -> MetricSummary:
+    """Mean, sample standard deviation (ddof=1; 0 for one value), count and interval of the values that are
+    present: :func:`mean_ci`, or for 0/1 values (``proportion``) the Wilson interval of :func:`proportion_ci`;
+    ``errors`` is passed through so every number says how many records it rests on."""
     data = _finite_values(values)
     if not data:
         return MetricSummary(None, None, 0, None, errors)
     mean = math.fsum(data) / len(data)
     std = math.sqrt(math.fsum((v - mean) ** 2 for v in data) / (len(data) - 1)) if len(data) > 1 else 0.0
+    if proportion:
+        if any(v not in (0.0, 1.0) for v in data):
+            raise ValueError("a proportion's values must be 0 or 1")
+        return MetricSummary(mean, std, len(data), proportion_ci(int(sum(data)), len(data)), errors)
     return MetricSummary(mean, std, len(data), mean_ci(data), errors)
