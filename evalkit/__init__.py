@@ -5,14 +5,19 @@ Notebook entry points are imported lazily so that ``import evalkit`` (and ``eval
 
 __version__ = "0.1.0"
 
-__all__ = ["evaluate_summarization", "load_run", "RunResult", "__version__"]
+__all__ = ["evaluate_summarization", "evaluate_qa", "evaluate_task", "compare_systems", "load_run", "RunResult",
+           "__version__"]
 
 
 def __getattr__(name: str):
-    if name == "evaluate_summarization":
-        from evalkit.api import evaluate_summarization
+    if name in {"evaluate_summarization", "evaluate_qa", "evaluate_task"}:
+        from evalkit import api
 
-        return evaluate_summarization
+        return getattr(api, name)
+    if name == "compare_systems":
+        from evalkit.compare.run import compare_systems
+
+        return compare_systems
     if name in {"load_run", "RunResult"}:
         from evalkit import results
 

@@ -12,7 +12,20 @@ from evalkit.runners.base import Runner, RunnerOptions
 from evalkit.tasks import TASKS
 
 
-def evaluate_summarization(
+def evaluate_summarization(dataset: str, model: str | Runner | None = None, **options: Any) -> RunResult:
+    """Summarization accuracy (ROUGE-1/2/L, METEOR, BERTScore) of ``model`` on ``dataset``; see
+    :func:`evaluate_task` for the options."""
+    return evaluate_task("summarization", dataset, model, **options)
+
+
+def evaluate_qa(dataset: str, model: str | Runner | None = None, **options: Any) -> RunResult:
+    """Question answering (semantic similarity, ROUGE, METEOR, BERTScore, refusal rate) of ``model`` on
+    ``dataset`` (fields ``question`` and ``answer`` by default); see :func:`evaluate_task` for the options."""
+    return evaluate_task("qa", dataset, model, **options)
+
+
+def evaluate_task(
+    task_name: str,
     dataset: str,
     model: str | Runner | None = None,
     *,
@@ -48,7 +61,7 @@ def evaluate_summarization(
     metric_options: dict[str, dict[str, Any]] | None = None,
     **call_options: Any,
 ) -> RunResult:
-    """Summarization accuracy (ROUGE-1/2/L, METEOR, BERTScore) of ``model`` on ``dataset``.
+    """Evaluate ``model`` on ``dataset`` for the task ``task_name`` (``summarization`` or ``qa``).
 
     Pass ``output_field`` instead of ``model`` to score outputs already in the dataset. ``truncate`` cuts
     the input of a prompt too long for the model's context (else that record is an error); ``overwrite``
@@ -61,7 +74,7 @@ def evaluate_summarization(
     ``call_options`` -- any other :class:`RunnerOptions` field, e.g. ``concurrency=8, max_rps=5,
     temperature=0.2, backend={"content_template": ...}``.
     """
-    task = TASKS.get("summarization")
+    task = TASKS.get(task_name)
     if runner_options is None:
         from evalkit.runners.config import build_runner_options
 

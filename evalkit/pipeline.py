@@ -35,7 +35,7 @@ from evalkit.rag.retriever import RetrieverSpec
 from evalkit.results import RECORDS_FILE, REPORT_FILE, RESULTS_FILE, RunResult
 from evalkit.runners.base import Result, Runner, RunnerOptions
 from evalkit.runners.store import run_lock
-from evalkit.scoring.base import Item, Metric, Score
+from evalkit.scoring.base import Item, Metric, Score, build_metrics
 from evalkit.statistics.summary import summarize
 from evalkit.tasks import TASKS, Task
 
@@ -72,9 +72,20 @@ class RunConfig:
     use_cache: bool = True  # reuse finished calls from the run store (False: call again, still store)
     metrics: tuple[str, ...] | None = None  # metric families; None: the task's
     retriever: RetrieverSpec | None = None  # a RAG system: retrieve context for each record, then generate
+    outputs: PrecomputedOutputs | None = None  # outputs from another file, matched to the records by id
 
 
-def evaluate(config: RunConfig) -> RunResult:
+@dataclass(frozen=True)
+class PrecomputedOutputs:
+    """Outputs made elsewhere, by record id (a compare system with ``outputs:``)."""
+
+    by_id: dict[str, str]
+    source: dict[str, Any]  # {"path", "sha256", "output_field", "matched_by"}
+
+
+def evaluate(config: RunConfig, *, metrics: list[Metric] | None = None) -> RunResult:
+    """Load, generate, score, aggregate and write one run. ``metrics``: metrics built (and prepared on this
+    dataset) already, shared by several runs (``evalkit compare``); by default the run builds its own."""
     started = time.perf_counter()
     task: Task = TASKS.get(config.task)
     if config.retriever is not None:
@@ -86,9 +97,9 @@ def evaluate(config: RunConfig) -> RunResult:
         template = config.retriever.template
     else:
         template = validate_template(config.prompt_template or task.prompt_template)
-    if config.dataset.output_field is None and not config.model:
+    if config.dataset.output_field is None and not config.model and config.outputs is None:
         raise UsageError("--model is required unless --output-field names outputs already in the dataset")
-    if config.dataset.output_field is not None and config.model:
+    if (config.dataset.output_field is not None or config.outputs is not None) and config.model:
         raise UsageError("give either --model (generate outputs) or --output-field (score outputs already "
                          "in the dataset), not both")
     if isinstance(config.model, str):
@@ -96,9 +107,10 @@ def evaluate(config: RunConfig) -> RunResult:
 
         check_runner_spec(config.model, config.runner)
     metric_options = _metric_options(config)
-    from evalkit.scoring.base import check_metrics
+    if metrics is None:
+        from evalkit.scoring.base import check_metrics
 
-    check_metrics(_families(config, task), metric_options)
+        check_metrics(_families(config, task), metric_options)
     data = load_dataset(config.dataset, skip_invalid=config.skip_invalid, max_samples=config.max_samples,
                         seed=config.seed, progress=config.progress)
     settings = run_settings(config, task, template, data, metric_options)
@@ -106,16 +118,17 @@ def evaluate(config: RunConfig) -> RunResult:
     prepare_output_dir(output_dir)
     with run_lock(output_dir):
         check_previous_run(output_dir, settings, overwrite=config.overwrite)
-        return _run_recorded(config, task, template, data, settings, metric_options, output_dir, started)
+        return _run_recorded(config, task, template, data, settings, metric_options, output_dir, started, metrics)
 
 
 def _run_recorded(config: RunConfig, task: Task, template: str, data: LoadedDataset, settings: dict[str, Any],
-                  metric_options: dict[str, dict[str, Any]], output_dir: Path, started: float) -> RunResult:
+                  metric_options: dict[str, dict[str, Any]], output_dir: Path, started: float,
+                  metrics: list[Metric] | None) -> RunResult:
     """:func:`_run`, with a crash written down in results.json before it is reported."""
     from evalkit.runners.executor import FailFast
 
     try:
-        return _run(config, task, template, data, settings, metric_options, output_dir, started)
+        return _run(config, task, template, data, settings, metric_options, output_dir, started, metrics)
     except Exception as exc:
         if isinstance(exc, AllRecordsFailed):
             raise  # the run finished and wrote its results: not a crash
@@ -132,17 +145,15 @@ def _run_recorded(config: RunConfig, task: Task, template: str, data: LoadedData
 
 
 def _run(config: RunConfig, task: Task, template: str, data: LoadedDataset, settings: dict[str, Any],
-         metric_options: dict[str, dict[str, Any]], output_dir: Path, started: float) -> RunResult:
-    from evalkit.scoring.base import DatasetView, build_metrics
-
+         metric_options: dict[str, dict[str, Any]], output_dir: Path, started: float,
+         metrics: list[Metric] | None) -> RunResult:
     timings: dict[str, float] = {}
-    start = time.perf_counter()
-    with quiet_library_progress(not config.progress):
-        metrics = build_metrics(_families(config, task), metric_options)
-    view = DatasetView(references=data.all_references, inputs=data.all_inputs)
-    for metric in metrics:
-        metric.prepare(view)
-    timings["metrics_load_s"] = round(time.perf_counter() - start, 3)
+    if metrics is None:
+        start = time.perf_counter()
+        with quiet_library_progress(not config.progress):
+            metrics = build_metrics(_families(config, task), metric_options)
+        prepare_metrics(metrics, data)
+        timings["metrics_load_s"] = round(time.perf_counter() - start, 3)
 
     retrieved, retrieval_info = _retrieve(config, data.samples, timings)
     prompts = _prompts(template, data.samples, retrieved)
@@ -156,8 +167,13 @@ def _run(config: RunConfig, task: Task, template: str, data: LoadedDataset, sett
         errors = [r.error for r in gen.results]
     else:
         calls = [None] * len(data.samples)
-        outputs = [s.model_output for s in data.samples]
-        errors = [None] * len(outputs)
+        if config.outputs is not None:
+            outputs = [config.outputs.by_id.get(s.id) for s in data.samples]
+            errors = [None if o is not None else f"no precomputed output for record '{s.id}'"
+                      for s, o in zip(data.samples, outputs, strict=True)]
+        else:
+            outputs = [s.model_output for s in data.samples]
+            errors = [None] * len(outputs)
 
     scored = score_records(metrics, data.samples, outputs, errors, config.progress, output_dir=output_dir,
                            retrieved=retrieved)
@@ -196,6 +212,7 @@ def _run(config: RunConfig, task: Task, template: str, data: LoadedDataset, sett
         "metric_settings": scored.settings,
         "scoring_calls": scored.calls or None,
         "runner": runner_info,
+        "outputs": config.outputs.source if config.outputs is not None else None,
         "retriever": retrieval_info,
         "judge_agreement": _judge_agreement(data.samples, scores),
         "seed": config.seed,
@@ -225,6 +242,15 @@ def _run(config: RunConfig, task: Task, template: str, data: LoadedDataset, sett
 
 # ------------------------------------------------------------------------------------------------
 # what decides a run, and the output directory
+
+
+def prepare_metrics(metrics: Sequence[Metric], data: LoadedDataset) -> None:
+    """Each metric's once-per-dataset state, from every valid record (before --max-samples)."""
+    from evalkit.scoring.base import DatasetView
+
+    view = DatasetView(references=data.all_references, inputs=data.all_inputs)
+    for metric in metrics:
+        metric.prepare(view)
 
 
 def _retrieve(config: RunConfig, samples: list[Sample],
@@ -303,6 +329,8 @@ def run_settings(config: RunConfig, task: Task, template: str, data: LoadedDatas
     }
     if config.model:
         settings["generation"] = generation_settings(config, template)
+    if config.outputs is not None:
+        settings["outputs"] = config.outputs.source
     if config.retriever is not None:
         from evalkit.data.dataset import dataset_sha256
 

@@ -27,3 +27,13 @@ TASKS.register("summarization")(Task(
     metrics=("rouge", "meteor", "bertscore"),
     description="Summarization accuracy: ROUGE-1/2/L, METEOR and BERTScore against reference summaries.",
 ))
+
+TASKS.register("qa")(Task(
+    name="qa",
+    input_field="question",
+    target_field="answer",
+    prompt_template="Answer the question in one or two sentences.\n\nQuestion: $model_input",
+    metrics=("semantic_similarity", "rouge", "meteor", "bertscore", "refusal"),
+    description="Question answering against reference answers: semantic similarity, ROUGE, METEOR, BERTScore "
+                "and the refusal rate (add judge for an LLM judge, retrieval for RAG systems with gold passages).",
+))

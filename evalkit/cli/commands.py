@@ -30,6 +30,9 @@ def build_parser() -> argparse.ArgumentParser:
     commands = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
     _add_run(commands)
     _add_gate(commands)
+    from evalkit.cli.compare import add_compare_command
+
+    add_compare_command(commands)
     from evalkit.cli.acr import add_acr_commands  # argparse only; torch loads inside the commands
 
     add_acr_commands(commands)
@@ -48,7 +51,7 @@ def _add_run(commands: argparse._SubParsersAction) -> None:
                               description="Generate with a model (or take outputs from the dataset), "
                                           "score, aggregate and write results.json, records.jsonl and "
                                           "report.html.")
-    run.add_argument("task", choices=["summarization"], help="evaluation task")
+    run.add_argument("task", choices=["summarization", "qa"], help="evaluation task")
     run.add_argument("--model", help="model spec: hf:smollm2, hf:<local path or cached hub id>, bedrock:<model id "
                                      "or ARN>, bedrock-invoke:<model id>, sagemaker:<endpoint>")
     run.add_argument("--dataset", required=True, help="JSONL, JSON list, CSV or a `datasets` directory")
@@ -246,6 +249,10 @@ def main(argv: Sequence[str] | None = None) -> int:
             return _run(args)
         if args.command == "gate":
             return _gate(args)
+        if args.command == "compare":
+            from evalkit.cli.compare import main as compare_main
+
+            return compare_main(args)
         if args.command == "resources":
             return _resources(args, parser)
         if args.command == "acr":
@@ -280,11 +287,11 @@ def _run(args: argparse.Namespace) -> int:
         if args.baseline is not None and args.output_dir is not None and \
                 os.path.realpath(args.output_dir) == os.path.realpath(args.baseline):
             raise UsageError(f"--output-dir {args.output_dir} is the --baseline run; the run would overwrite it")
-    from evalkit.api import evaluate_summarization
+    from evalkit.api import evaluate_task
 
     model, options = runner_options_from(args)
-    result = evaluate_summarization(
-        model=model, dataset=args.dataset, input_field=args.input_field,
+    result = evaluate_task(
+        args.task, model=model, dataset=args.dataset, input_field=args.input_field,
         target_field=args.target_field, output_field=args.output_field, id_field=args.id_field,
         target_delimiter=args.target_delimiter, split=args.split, prompt_template=args.prompt_template,
         max_samples=args.max_samples, seed=args.seed, output_dir=args.output_dir,

@@ -72,6 +72,7 @@ class LoadedDataset:
     # idf) are computed from, so they do not depend on which records were sampled or errored.
     all_references: list[tuple[str, ...]] = field(default_factory=list, repr=False)
     all_inputs: list[str | None] = field(default_factory=list, repr=False)
+    all_ids: list[str] = field(default_factory=list, repr=False)
 
     def metadata(self) -> dict[str, Any]:
         return {
@@ -120,11 +121,12 @@ def load_dataset(spec: DatasetSpec, *, skip_invalid: bool = False, max_samples: 
         raise InputError("no valid records" if n_rows else "dataset is empty", path=spec.path)
     all_references = [s.references for s in samples]
     all_inputs = [s.model_input for s in samples]
+    all_ids = [s.id for s in samples]
     if max_samples is not None and max_samples < len(samples):
         keep = sorted(random.Random(seed).sample(range(len(samples)), max_samples))
         samples = [samples[i] for i in keep]
     return LoadedDataset(spec, fmt, dataset_sha256(path), samples, invalid, n_rows, all_references,
-                         all_inputs)
+                         all_inputs, all_ids)
 
 
 def dataset_sha256(path: Path) -> str:
@@ -222,6 +224,12 @@ def _references(row: dict, spec: DatasetSpec) -> tuple[str, ...]:
     if any(not p.strip() for p in parts):
         raise InputError("empty reference text", field=name)
     return tuple(parts)
+
+
+def read_rows(path: str | Path, progress: bool = False) -> tuple[str, Iterator[tuple[int, Any]]]:
+    """(format, (line, row) pairs) of a JSONL, JSON list or CSV file, as datasets are read; a row that cannot
+    be parsed comes as an object with a ``reason``."""
+    return _read_rows(Path(path), None, progress)
 
 
 def _read_rows(path: Path, split: str | None, progress: bool = True) -> tuple[str, Iterator[tuple[int, Any]]]:

@@ -50,8 +50,8 @@ from evalkit.statistics.paired import (
     error_fill,
     paired_scores,
     pairs_for_a_verdict,
+    policy_values,
     record_index,
-    record_score,
     required_pairs,
 )
 from evalkit.statistics.summary import holm, summarize
@@ -308,6 +308,8 @@ class GateCheck:
             return f"threshold {self.name.split(' ', 1)[1]}"
         if self.kind == "regression":
             return f"max drop {_num(self.limit)}"
+        if self.kind == "require":
+            return self.name
         return f"error rate <= {_num(self.limit)}"
 
     def to_dict(self) -> dict[str, Any]:
@@ -336,6 +338,8 @@ class GateResult:
     candidate_records: int | None = None
     baseline_records: int | None = None
     on_error: str = DEFAULT_ON_ERROR
+    title: str = "gate"  # "compare" for the require rules of a comparison
+    about: str | None = None  # what was compared, when it is not a candidate run against a baseline
 
     @property
     def failed(self) -> list[GateCheck]:
@@ -358,8 +362,8 @@ class GateResult:
     @property
     def verdict_line(self) -> str:
         if self.passed:
-            return "gate: PASSED"
-        line = f"gate: FAILED ({len(self.failed)} of {len(self.checks)} checks)"
+            return f"{self.title}: PASSED"
+        line = f"{self.title}: FAILED ({len(self.failed)} of {len(self.checks)} checks)"
         if self.error_rate_exceeded:
             line += "; exit 3: the error rate is above --max-error-rate (not a crash)"
         return line
@@ -440,15 +444,7 @@ def _rests_on(n: int, errors: int, dropped: int, on_error: str, metric: str, wor
 def _threshold_check(t: Threshold, candidate: RunResult, on_error: str) -> GateCheck:
     worst = metric_worst(candidate, t.metric)
     fill = error_fill(on_error, worst)
-    values, errors = [], 0
-    for record in candidate.records:
-        score = record_score(record, t.metric)
-        if score is None:
-            errors += 1
-            if fill is None:
-                continue
-            score = fill
-        values.append(score)
+    values, errors = policy_values(candidate.records, t.metric, on_error=on_error, worst=worst)
     is_rate = (candidate.results["metrics"].get(t.metric) or {}).get("ci_method") == "wilson"
     summary = summarize(values, proportion=is_rate and all(v in (0.0, 1.0) for v in values))
     mean, ci, n = summary.mean, summary.ci95, summary.n

@@ -53,6 +53,8 @@ def check_cells(check: GateCheck) -> tuple[str, ...]:
 def _what_was_compared(result: GateResult, escape=str) -> str:
     """``candidate X vs baseline Y: 30 shared ids (...); alpha ...; errored records: ...`` (one wording for the
     terminal, JUnit and Markdown; ``escape`` makes the paths safe for the format)."""
+    if result.about is not None:
+        return escape(result.about)
     text = f"candidate {escape(result.candidate)}"
     if result.baseline is not None:
         text += (f" vs baseline {escape(result.baseline)}: {result.shared_ids} shared ids (candidate "
@@ -63,7 +65,7 @@ def _what_was_compared(result: GateResult, escape=str) -> str:
 
 
 def _header(result: GateResult) -> str:
-    return f"gate: {_what_was_compared(result)}"
+    return f"{result.title}: {_what_was_compared(result)}"
 
 
 def format_gate_table(result: GateResult) -> str:
@@ -102,19 +104,19 @@ def junit_xml(result: GateResult) -> str:
     """One ``<testcase>`` per check, ``<failure>`` for failed ones; WARN findings in ``<system-out>``."""
     counts = {"tests": str(len(result.checks)), "failures": str(len(result.failed)), "errors": "0",
               "skipped": "0"}
-    root = ET.Element("testsuites", {"name": "evalkit gate", **counts})
-    suite = ET.SubElement(root, "testsuite", {"name": "evalkit gate", **counts, "time": "0"})
+    root = ET.Element("testsuites", {"name": f"evalkit {result.title}", **counts})
+    suite = ET.SubElement(root, "testsuite", {"name": f"evalkit {result.title}", **counts, "time": "0"})
     props = ET.SubElement(suite, "properties")
     for key in ("candidate", "baseline", "shared_ids", "alpha", "n_resamples", "seed", "on_error"):
         value = getattr(result, key)
         if value is not None:
             ET.SubElement(props, "property", {"name": key, "value": _xml_text(value)})
     for check in result.checks:
-        case = ET.SubElement(suite, "testcase", {"classname": f"evalkit.gate.{check.kind}",
+        case = ET.SubElement(suite, "testcase", {"classname": f"evalkit.{result.title}.{check.kind}",
                                                  "name": _xml_text(check.name), "time": "0"})
         if check.verdict == FAIL:
             failure = ET.SubElement(case, "failure", {"message": _xml_text(check.message),
-                                                      "type": f"gate.{check.kind}"})
+                                                      "type": f"{result.title}.{check.kind}"})
             failure.text = _xml_text(_details(check))
         else:
             out = ET.SubElement(case, "system-out")
@@ -148,7 +150,7 @@ _ICON = {PASS: "✅ PASS", WARN: "⚠️ WARN", FAIL: "❌ FAIL"}
 def summary_markdown(result: GateResult) -> str:
     """A job summary: verdict heading, what was compared, the table, findings and warnings."""
     status = "✅ PASSED" if result.passed else f"❌ FAILED ({len(result.failed)} of {len(result.checks)} checks)"
-    lines = [f"### evalkit gate: {status}", ""]
+    lines = [f"### evalkit {result.title}: {status}", ""]
     about = _what_was_compared(result, md_escape)
     lines += [about[0].upper() + about[1:] + ".", ""]
     lines.append("| " + " | ".join(COLUMNS) + " |")

@@ -64,7 +64,7 @@ def _key_lines(text: str) -> dict[str, int]:
     return {str(k.value): k.start_mark.line + 1 for k, _ in node.value}
 
 
-def _converted(key: str, value: Any, path: str, line: int | None) -> Any:
+def convert_option(key: str, value: Any, path: str, line: int | None) -> Any:
     def bad(expected: str) -> InputError:
         return InputError(f"expected {expected}, got {value!r}", path=path, line=line, field=key)
 
@@ -126,7 +126,7 @@ def load_model_config(path: str | Path) -> tuple[str | None, dict[str, Any]]:
                 raise InputError("expected a model spec such as bedrock:<model id>", path=name, line=line, field=key)
             model = value.strip()
         elif key in OPTION_KEYS:
-            values[key] = _converted(key, value, name, line)
+            values[key] = convert_option(key, value, name, line)
         elif key in BACKEND_KEYS:
             backend[key] = value
         else:

@@ -71,6 +71,7 @@ class Metric:
     needs: frozenset[str] = frozenset({REFERENCES})
     lower_is_better: frozenset[str] = frozenset()  # columns where a lower value is better
     proportions: frozenset[str] = frozenset()  # 0/1 columns: their mean is a rate, with a Wilson interval
+    primary: tuple[str, ...] | None = None  # the columns a comparison reports for the family (None: all)
 
     @classmethod  # noqa: B027 - most metrics have nothing to check
     def check_options(cls, **options: Any) -> None:
@@ -129,3 +130,24 @@ def check_metrics(names: Sequence[str], options: dict[str, dict[str, Any]] | Non
 def build_metrics(names: Sequence[str], options: dict[str, dict[str, Any]] | None = None) -> list[Metric]:
     options = options or {}
     return [METRICS.get(name)(**options.get(name, {})) for name in names]
+
+
+def metric_columns(names: Sequence[str]) -> tuple[list[str], list[str]]:
+    """(families to run, columns to report) for names that are metric families (the family's primary columns:
+    ``rouge`` -> rouge1, rouge2, rougeL; ``bertscore`` -> bertscore, its F1) or single columns (``rougeL``,
+    ``bertscore_recall``). An unknown name raises KeyError naming the known ones."""
+    families: list[str] = []
+    columns: list[str] = []
+    owner = {column: family for family in METRICS.names() for column in METRICS.get(family).columns}
+    for name in names:
+        if name in METRICS.names():
+            metric = METRICS.get(name)
+            family, wanted = name, list(metric.primary or metric.columns)
+        elif name in owner:
+            family, wanted = owner[name], [name]
+        else:
+            raise KeyError(f"unknown metric '{name}'; known: {', '.join(sorted({*METRICS.names(), *owner}))}")
+        if family not in families:
+            families.append(family)
+        columns.extend(c for c in wanted if c not in columns)
+    return families, columns

@@ -79,6 +79,7 @@ def _hidden_layers(directory: Path) -> int | None:
 class BertScore(Metric):
     name = "bertscore"
     columns = ("bertscore", "bertscore_precision", "bertscore_recall")
+    primary = ("bertscore",)
 
     def __init__(self, model: str | None = None, num_layers: int | None = None, idf: bool = False,
                  rescale_with_baseline: bool = False, baseline_path: str | None = None,

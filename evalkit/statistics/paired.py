@@ -136,6 +136,22 @@ def error_fill(on_error: str, worst: float) -> float | None:
     return {"fail": worst, "zero": 0.0, "skip": None}[on_error]
 
 
+def policy_values(records: Iterable[Mapping[str, Any]], metric: str, *, on_error: str = DEFAULT_ON_ERROR,
+                  worst: float = 0.0) -> tuple[list[float], int]:
+    """``metric``'s values over ``records`` under the error policy, and how many records errored."""
+    fill = error_fill(on_error, worst)
+    values, errors = [], 0
+    for record in records:
+        score = record_score(record, metric)
+        if score is None:
+            errors += 1
+            if fill is None:
+                continue
+            score = fill
+        values.append(score)
+    return values, errors
+
+
 def paired_scores(baseline: Mapping[str, Mapping[str, Any]], candidate: Mapping[str, Mapping[str, Any]],
                   metric: str, *, on_error: str = DEFAULT_ON_ERROR, baseline_worst: float = 0.0,
                   candidate_worst: float = 0.0, higher_is_better: bool = True) -> PairedSample:
@@ -188,23 +204,34 @@ def pairs_for_a_verdict(alpha: float, n_checks: int = 1, n_resamples: int = RESA
 
 def one_sided_p(shifted: np.ndarray, *, seed: int = 0, n_resamples: int = RESAMPLES) -> tuple[float, str]:
     """p-value of H0 "mean(shifted) >= 0" against "< 0", and the name of the test that gave it."""
+    return paired_p(shifted, alternative="less", seed=seed, n_resamples=n_resamples)
+
+
+def paired_p(x: np.ndarray, *, alternative: str = "two-sided", seed: int = 0,
+             n_resamples: int = RESAMPLES) -> tuple[float, str]:
+    """p-value of the mean of paired differences ``x`` against 0 (``alternative``: "less", "greater" or
+    "two-sided"), and the name of the test: the sign-flip permutation test below :data:`PERMUTATION_BELOW`
+    pairs (exact up to 13), the paired t-test from there on."""
     from scipy import stats
 
-    x = np.asarray(shifted, dtype=np.float64)
+    x = np.asarray(x, dtype=np.float64)
     x = np.where(np.abs(x) <= TOLERANCE, 0.0, x)  # a difference at the allowance, up to rounding, is at it
     n = x.size
     if n < 2:
         raise ValueError("a paired test needs at least two pairs")
     if n >= PERMUTATION_BELOW:
         if np.all(x == x[0]):  # no spread: the t statistic is undefined, the answer is not
-            return (1.0 if x[0] >= 0 else 0.0), "paired t-test"
-        return float(stats.ttest_1samp(x, 0.0, alternative="less").pvalue), "paired t-test"
+            if alternative == "two-sided":
+                return (1.0 if x[0] == 0 else 0.0), "paired t-test"
+            worse = x[0] < 0 if alternative == "less" else x[0] > 0
+            return (0.0 if worse else 1.0), "paired t-test"
+        return float(stats.ttest_1samp(x, 0.0, alternative=alternative).pvalue), "paired t-test"
     exact = 2 ** n <= n_resamples
     result = stats.permutation_test(
         (x,), lambda values, axis: np.mean(values, axis=axis), permutation_type="samples",
-        alternative="less", n_resamples=n_resamples, vectorized=True, rng=np.random.default_rng(seed))
+        alternative=alternative, n_resamples=n_resamples, vectorized=True, rng=np.random.default_rng(seed))
     method = "sign-flip (exact)" if exact else f"sign-flip (Monte Carlo, {n_resamples} sign vectors)"
-    return float(result.pvalue), method
+    return float(min(1.0, result.pvalue)), method
 
 
 def minimum_detectable_effect(sd: float, n: int, *, alpha: float = 0.05, power: float = DEFAULT_POWER,

@@ -1,0 +1,69 @@
+"""``evalkit compare --config FILE.yaml``: argparse wiring and terminal output (the work is in evalkit.compare)."""
+
+from __future__ import annotations
+
+import argparse
+
+
+def add_compare_command(commands: argparse._SubParsersAction) -> None:
+    compare = commands.add_parser(
+        "compare", help="compare systems (base, fine-tuned, RAG, precomputed) on one question set",
+        description="Run every system of the config on the same questions, score them the same way, compare every "
+                    "pair with paired statistics (Holm-corrected) and check the config's require rules. Writes "
+                    "comparison.json, report.html and a run directory per system. Exit 0 all rules hold, 1 a rule "
+                    "failed, 2 bad config or input, 3 runtime failure. A re-run reuses finished generations and "
+                    "judgements.")
+    compare.add_argument("--config", required=True, metavar="FILE.yaml", help="what to compare (see the README)")
+    compare.add_argument("--output-dir", metavar="DIR", help="overrides the config's output_dir")
+    compare.add_argument("--junit", metavar="FILE.xml", help="also write the require rules as JUnit XML")
+    compare.add_argument("--summary-md", metavar="FILE.md",
+                         help="also write a Markdown summary (e.g. $GITHUB_STEP_SUMMARY)")
+    compare.add_argument("--no-progress", action="store_true", help="no progress bars")
+
+
+def format_systems_table(comparison: dict) -> str:
+    from evalkit.summary_table import text_table
+
+    metrics = comparison["metrics"]
+    systems = comparison["systems"]
+    metrics = [m for m in metrics if any(m in s for s in systems.values())]
+    rows = []
+    for name, summaries in systems.items():
+        cells = [name]
+        for m in metrics:
+            s = summaries.get(m)
+            if s is None or s.get("mean") is None:
+                cells.append("-")
+                continue
+            ci = s.get("ci95")
+            cells.append(f"{s['mean']:.3f}" + (f" [{ci[0]:.3f}, {ci[1]:.3f}]" if ci else ""))
+        rows.append(cells)
+    return text_table(["system", *metrics], rows, right=set(range(1, len(metrics) + 1)))
+
+
+def main(args: argparse.Namespace) -> int:
+    from evalkit.compare.config import load_compare_config
+    from evalkit.compare.run import COMPARISON_FILE, rules_as_gate, run_compare
+
+    config = load_compare_config(args.config)
+    result = run_compare(config, output_dir=args.output_dir, progress=not args.no_progress)
+    comparison = result.comparison
+    print(format_systems_table(comparison))
+    print()
+    for line in result.verdicts:
+        print(line)
+    gate = rules_as_gate(result)
+    if result.rules:
+        from evalkit.gate.output import format_gate_table
+
+        print()
+        print(format_gate_table(gate))
+    if args.junit or args.summary_md:
+        from evalkit.gate.output import write_junit, write_summary_md
+
+        if args.junit:
+            write_junit(args.junit, gate)
+        if args.summary_md:
+            write_summary_md(args.summary_md, gate)
+    print(f"\nwrote {result.output_dir}/ ({COMPARISON_FILE}, report.html, systems/<name>/)")
+    return result.exit_code

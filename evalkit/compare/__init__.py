@@ -1,0 +1,1 @@
+"""``evalkit compare``: several systems on one question set, scored the same way, with paired statistics."""
