@@ -116,11 +116,12 @@ def check_compare(config: CompareConfig, *, output_dir: str | None = None) -> tu
 
     if not (output_dir or config.output_dir):
         raise UsageError(f"{config.path}: no output_dir in the config; give one there or with --output-dir")
-    try:
-        families, columns = metric_columns(config.metrics)
-    except KeyError as exc:
-        bad = next(i for i, m in enumerate(config.metrics) if m in str(exc))
-        raise config.error(str(exc.args[0]), "metrics", bad) from None
+    for i, name in enumerate(config.metrics):
+        try:
+            metric_columns([name])
+        except KeyError as exc:
+            raise config.error(str(exc.args[0]), "metrics", i) from None
+    families, columns = metric_columns(config.metrics)
     if "judge" in families and not (config.judge or {}).get("model"):
         raise config.error("metrics include judge: add judge: {model: <runner spec>} (e.g. hf:smollm2)",
                            "judge" if config.judge else "metrics")
