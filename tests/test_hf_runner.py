@@ -7,6 +7,7 @@ Mechanics run on a tiny random-init Llama saved with a word-level tokenizer into
 from __future__ import annotations
 
 import json
+import os
 import shutil
 import subprocess
 import sys
@@ -245,6 +246,63 @@ def test_explicit_dtype_and_bad_options(tiny_dirs):
     for bad in ({"dtype": "float8"}, {"device": "tpu"}, {"batch_size": 0}, {"max_new_tokens": 0}):
         with pytest.raises(UsageError):
             _runner(tiny_dirs["plain"], **bad)
+
+
+def test_peft_adapter_directory_loads_its_base_and_merges(tiny_dirs, plain, tmp_path):
+    """``hf:ADAPTER_DIR`` (a saved LoRA adapter) loads the base model its config names (a path relative to the
+    adapter directory here) and decodes exactly as the base model with the adapter merged."""
+    peft = pytest.importorskip("peft")
+    from transformers import AutoModelForCausalLM
+
+    base_dir = tmp_path / "base"
+    shutil.copytree(tiny_dirs["plain"], base_dir)
+    torch.manual_seed(7)
+    lora = peft.get_peft_model(AutoModelForCausalLM.from_pretrained(base_dir),
+                               peft.LoraConfig(r=4, lora_alpha=8, target_modules=["q_proj", "v_proj", "down_proj"],
+                                               init_lora_weights=False))  # random B: the adapter changes outputs
+    lora.peft_config["default"].base_model_name_or_path = "../../base"
+    adapter_dir = tmp_path / "adapters" / "lora"
+    lora.save_pretrained(adapter_dir)
+    merged = lora.merge_and_unload().eval()
+
+    runner = _runner(adapter_dir)
+    info = runner.describe()
+    assert info["adapter_path"] == str(adapter_dir.resolve()) and info["path"] == str(base_dir.resolve())
+    assert runner.identity()["adapter"] and runner.identity() != _runner(base_dir).identity()
+    outputs = runner.generate(PROMPTS)
+    for prompt, output in zip(PROMPTS, outputs, strict=True):
+        ids = torch.tensor([runner.prompt_token_ids(prompt)])
+        with torch.inference_mode():
+            expected = merged.generate(input_ids=ids, attention_mask=torch.ones_like(ids), max_new_tokens=10,
+                                       do_sample=False, eos_token_id=runner.stop_token_ids,
+                                       pad_token_id=runner.pad_token_id)[0, ids.shape[1]:]
+        assert output == runner.tokenizer.decode(expected, skip_special_tokens=True).strip()
+    assert outputs != plain.generate(PROMPTS)  # the adapter really is applied
+
+    # An adapter whose base model is not here is refused in one line before anything loads.
+    config = json.loads((adapter_dir / "adapter_config.json").read_text())
+    orphan = tmp_path / "orphan"
+    orphan.mkdir()
+    (orphan / "adapter_config.json").write_text(json.dumps({**config, "base_model_name_or_path": "./gone"}))
+    with pytest.raises(ResourceMissingError, match="gone"):
+        create_runner(f"hf:{orphan}", RunnerOptions(progress=False))
+
+
+def test_runners_of_the_same_files_share_one_loaded_model(tiny_dirs, tmp_path):
+    """A judge and a system on the same model with other generation settings load it once; other files, dtype
+    or a model saved again load their own."""
+    copy = tmp_path / "copy"
+    shutil.copytree(tiny_dirs["plain"], copy)
+    short, long = _runner(copy, max_new_tokens=3), _runner(copy, max_new_tokens=12, batch_size=1)
+    assert short.model is long.model and short.load_seconds >= 0
+    assert all(len(o.split()) <= 3 for o in short.generate(PROMPTS)) and short.generate(PROMPTS) != long.generate(
+        PROMPTS)
+    assert _runner(copy, dtype="bfloat16").model is not short.model
+    assert _runner(tiny_dirs["plain"]).model is not short.model
+    config = copy / "config.json"
+    config.write_text(config.read_text())  # saved again: a new modification time
+    os.utime(config, ns=(config.stat().st_atime_ns, config.stat().st_mtime_ns + 10**9))
+    assert _runner(copy).model is not short.model
 
 
 def test_missing_models_give_one_line_errors(tmp_path, monkeypatch):

@@ -13,6 +13,7 @@ torch and transformers are imported here, so this module is imported lazily (``R
 from __future__ import annotations
 
 import time
+import weakref
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from typing import Any
@@ -68,8 +69,31 @@ def _quiet_transformers() -> Iterator[None]:
         hf_logging.set_verbosity(level)
 
 
+class _Loaded:
+    """A loaded (tokenizer, model) pair; runners of the same files, dtype and device share one."""
+
+    def __init__(self, tokenizer: Any, model: Any) -> None:
+        self.tokenizer, self.model = tokenizer, model
+
+
+# Weak values: a model stays loaded while some runner holds it, and no longer. A compare run whose systems
+# and judge all use hf:smollm2 with different generation settings (and a later runner in the same notebook)
+# loads SmolLM2 once. Generation settings live in the runner, never on the shared model.
+_LOADED: weakref.WeakValueDictionary[tuple, _Loaded] = weakref.WeakValueDictionary()
+
+
+def _files_key(path: str, single_file: str | None = None) -> tuple:
+    """The model files' names, sizes and modification times: a model saved again is loaded again."""
+    import os
+
+    from evalkit.runners.identity import model_files
+
+    return tuple((str(f), (st := os.stat(f)).st_size, st.st_mtime_ns) for f in model_files(path, single_file))
+
+
 class HFRunner(Runner):
-    """Greedy, batched generation with a local transformers causal LM, loaded once here."""
+    """Greedy, batched generation with a local transformers causal LM, loaded once here (or shared with a
+    runner of the same model files, dtype and device)."""
 
     def __init__(self, target: str, options: RunnerOptions | None = None):
         self.options = options or RunnerOptions()
@@ -112,6 +136,18 @@ class HFRunner(Runner):
     # -- loading -----------------------------------------------------------------------------------
 
     def _load(self) -> tuple[Any, Any]:
+        src = self.source
+        adapter = src.get("adapter_path")
+        key = (_files_key(src["path"], src["gguf_file"]), _files_key(adapter) if adapter else None, str(self.dtype),
+               self.device)
+        loaded = _LOADED.get(key)
+        if loaded is None:
+            loaded = _Loaded(*self._load_files())
+            _LOADED[key] = loaded
+        self._loaded = loaded  # holds the shared model alive as long as this runner lives
+        return loaded.tokenizer, loaded.model
+
+    def _load_files(self) -> tuple[Any, Any]:
         from transformers import AutoModelForCausalLM, AutoTokenizer
 
         src = self.source
@@ -122,6 +158,8 @@ class HFRunner(Runner):
             with _quiet_transformers(), quiet_library_progress(not self.options.progress):
                 tokenizer = AutoTokenizer.from_pretrained(src["path"], **kwargs)
                 model = AutoModelForCausalLM.from_pretrained(src["path"], torch_dtype=self.dtype, **kwargs)
+                if src.get("adapter_path"):
+                    model = _with_adapter(model, src["adapter_path"])
         except EvalkitError:
             raise
         except ValueError as exc:
@@ -420,7 +458,9 @@ class HFRunner(Runner):
             from evalkit.runners.identity import files_fingerprint, model_files
 
             files = model_files(self.source["path"], self.source["gguf_file"])
+            adapter = self.source.get("adapter_path")
             self._identity = {"runner": "hf", "files": files_fingerprint(files, self.source["path"]),
+                              **({"adapter": files_fingerprint(model_files(adapter), adapter)} if adapter else {}),
                               "dtype": str(self.dtype).removeprefix("torch."),
                               "device": torch.device(self.device).type,
                               "torch": torch.__version__, "transformers": transformers.__version__}
@@ -448,6 +488,7 @@ class HFRunner(Runner):
             "alias": self.source["alias"],
             "path": self.source["path"],
             "gguf_file": self.source["gguf_file"],
+            "adapter_path": self.source.get("adapter_path"),
             "model_type": getattr(self.model.config, "model_type", None),
             "device": self.device,
             "dtype": str(self.dtype).removeprefix("torch."),
@@ -467,6 +508,17 @@ class HFRunner(Runner):
             "torch_version": torch.__version__,
             "transformers_version": transformers.__version__,
         }
+
+
+def _with_adapter(model: Any, adapter_path: str) -> Any:
+    """The base model with a PEFT adapter (LoRA, ...) applied and merged into its weights (decoding then costs
+    what the base model's does)."""
+    from evalkit.extras import require
+
+    require(("peft",), "hf", "PEFT adapter directories")
+    from peft import PeftModel
+
+    return PeftModel.from_pretrained(model, adapter_path, is_trainable=False).merge_and_unload()
 
 
 @RUNNERS.register("hf")
