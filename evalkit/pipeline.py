@@ -187,9 +187,13 @@ def _run(config: RunConfig, task: Task, template: str, data: LoadedDataset, sett
     for metric in metrics:
         for column in metric.columns:
             values = [sc.get(column) for sc in scores]
-            proportion = column in metric.proportions
-            summary = summarize(values, errors=sum(v is None for v in values), proportion=proportion).to_dict()
-            summary["range"] = list(metric.value_range(column))
+            # a declared proportion column gets Wilson's interval when its values are 0/1 (retrieval recall
+            # with one gold passage per record); other values, Student's t clipped to the metric's range
+            proportion = column in metric.proportions and all(v in (0.0, 1.0) for v in values if v is not None)
+            bounds = metric.value_range(column)
+            summary = summarize(values, errors=sum(v is None for v in values), proportion=proportion,
+                                bounds=bounds).to_dict()
+            summary["range"] = list(bounds)
             summary["higher_is_better"] = metric.higher_is_better(column)
             if proportion:
                 summary["ci_method"] = "wilson"

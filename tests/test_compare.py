@@ -215,7 +215,9 @@ def test_rag_and_model_systems_resume_every_generation_and_judgement(tmp_path, m
         assert len(server.state.calls) == first  # resumed: nothing called again
     capsys.readouterr()
     comparison = json.loads((tmp_path / "out" / "comparison.json").read_text())
-    assert comparison["systems"]["rag"]["retrieval_recall"]["mean"] == 1.0
+    recall = comparison["systems"]["rag"]["retrieval_recall"]
+    assert recall["mean"] == 1.0 and recall["ci_method"] == "wilson" and recall["ci95"][1] == 1.0  # 8 of 8
+    assert recall["ci95"][0] == pytest.approx(0.6756, abs=1e-4)  # Wilson's lower bound at 8/8
     assert "retrieval_recall" not in comparison["systems"]["plain"]
     assert comparison["systems"]["rag"]["judge"]["mean"] == 3.0
     assert comparison["systems"]["rag"]["judge"]["agreement"]["n"] == 8

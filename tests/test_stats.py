@@ -47,6 +47,23 @@ def test_the_mean_interval_covers_the_true_mean_at_small_n():
     assert covered / 2000 == pytest.approx(0.95, abs=0.015)
 
 
+def test_a_bounded_metrics_interval_stays_in_its_range_and_keeps_its_coverage():
+    """44 of 45 at the top of [0, 1]: the t interval reaches past 1; clipped to the range it ends at 1. Clipping
+    cannot lower coverage (the true mean is inside the range): seeded simulation of skewed [0, 1] scores at n=4."""
+    values = [1.0] * 44 + [0.0]
+    raw = mean_ci(values)
+    assert raw[1] > 1.0
+    assert mean_ci(values, bounds=(0.0, 1.0)) == (raw[0], 1.0)
+    assert summarize(values, bounds=(0.0, 1.0)).ci95 == (raw[0], 1.0)
+    rng = np.random.default_rng(1)
+    true_mean = 0.9 / (0.9 + 0.1)  # beta(0.9, 0.1) piles up at 1
+    draws = [rng.beta(0.9, 0.1, 4) for _ in range(2000)]
+    clipped = [mean_ci(d, bounds=(0.0, 1.0)) for d in draws]
+    unclipped = [mean_ci(d) for d in draws]
+    assert all(0.0 <= lo <= hi <= 1.0 for lo, hi in clipped)
+    assert sum(lo <= true_mean <= hi for lo, hi in clipped) == sum(lo <= true_mean <= hi for lo, hi in unclipped)
+
+
 @pytest.mark.parametrize(("k", "n"), [(0, 10), (10, 10), (0, 1), (1, 1), (3, 30), (500, 1000)])
 def test_proportion_ci_is_wilson_and_never_zero_width(k, n):
     from statsmodels.stats.proportion import proportion_confint

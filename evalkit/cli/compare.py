@@ -28,6 +28,7 @@ def format_systems_table(comparison: dict) -> str:
     systems = comparison["systems"]
     metrics = [m for m in metrics if any(m in s for s in systems.values())]
     rows = []
+    errored = False
     for name, summaries in systems.items():
         cells = [name]
         for m in metrics:
@@ -36,9 +37,17 @@ def format_systems_table(comparison: dict) -> str:
                 cells.append("-")
                 continue
             ci = s.get("ci95")
-            cells.append(f"{s['mean']:.3f}" + (f" [{ci[0]:.3f}, {ci[1]:.3f}]" if ci else ""))
+            errors = f" ({s['errors']} err)" if s.get("errors") else ""
+            errored = errored or bool(errors)
+            cells.append(f"{s['mean']:.3f}" + (f" [{ci[0]:.3f}, {ci[1]:.3f}]" if ci else "") + errors)
         rows.append(cells)
-    return text_table(["system", *metrics], rows, right=set(range(1, len(metrics) + 1)))
+    table = text_table(["system", *metrics], rows, right=set(range(1, len(metrics) + 1)))
+    if errored:
+        policy = comparison.get("on_error", "fail")
+        how = {"fail": "counted at the metric's worst value", "zero": "counted as 0",
+               "skip": "left out"}.get(policy, policy)
+        table += f"\n(N err): records whose generation or scoring errored, {how} (on_error: {policy})"
+    return table
 
 
 def main(args: argparse.Namespace) -> int:

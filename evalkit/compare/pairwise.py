@@ -50,12 +50,14 @@ class MetricInfo:
     higher_is_better: bool = True
     worst: float = 0.0
     proportion: bool = False
+    bounds: tuple[float, float] | None = None
 
     @classmethod
     def from_summary(cls, summary: Mapping[str, Any]) -> MetricInfo:
         higher = summary.get("higher_is_better") is not False
         low, high = (summary.get("range") or [0.0, 1.0])[:2]
-        return cls(higher, float(low if higher else high), summary.get("ci_method") == "wilson")
+        return cls(higher, float(low if higher else high), summary.get("ci_method") == "wilson",
+                   (float(low), float(high)))
 
 
 @dataclass
@@ -76,12 +78,10 @@ def system_summary(run: SystemRun, metric: str, on_error: str) -> dict[str, Any]
     values, errors = policy_values(run.records.values(), metric, on_error=on_error, worst=info.worst)
     n = len(values)
     mean = math.fsum(values) / n if n else None
-    if info.proportion and n and all(v in (0.0, 1.0) for v in values):
-        ci = proportion_ci(int(sum(values)), n)
-    else:
-        ci = mean_ci(values)
+    wilson = info.proportion and n and all(v in (0.0, 1.0) for v in values)
+    ci = proportion_ci(int(sum(values)), n) if wilson else mean_ci(values, bounds=info.bounds)
     return {"mean": mean, "ci95": list(ci) if ci else None, "n": n, "errors": errors,
-            "higher_is_better": info.higher_is_better, "ci_method": "wilson" if info.proportion else "student-t"}
+            "higher_is_better": info.higher_is_better, "ci_method": "wilson" if wilson else "student-t"}
 
 
 @dataclass

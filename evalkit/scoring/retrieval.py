@@ -34,6 +34,7 @@ class Retrieval(Metric):
     name = "retrieval"
     columns = ("retrieval_recall", "retrieval_mrr")
     needs = frozenset({CONTEXTS})
+    proportions = frozenset({"retrieval_recall"})  # 0/1 with one gold entry per record: a Wilson interval
 
     def score_items(self, items: Sequence[Item], progress: bool = False) -> dict[str, list[Score]]:
         recall, mrr = [], []

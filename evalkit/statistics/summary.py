@@ -27,10 +27,13 @@ def _finite_values(values: Sequence[float | None]) -> list[float]:
     return [float(v) for v in values if v is not None and math.isfinite(float(v))]
 
 
-def mean_ci(values: Sequence[float], *, confidence: float = CONFIDENCE) -> tuple[float, float] | None:
+def mean_ci(values: Sequence[float], *, confidence: float = CONFIDENCE,
+            bounds: tuple[float, float] | None = None) -> tuple[float, float] | None:
     """Student-t confidence interval of the mean; None for fewer than two values.
 
-    All values equal: the interval is that value (the sample shows no spread to widen it by).
+    All values equal: the interval is that value (the sample shows no spread to widen it by). ``bounds``, the
+    range the values can take (a metric's range), clips the interval: the true mean lies inside the range, so
+    clipping never lowers coverage, and a score in [0, 1] never gets an interval reaching past 1 at small n.
     """
     data = _finite_values(values)
     if len(data) < 2:
@@ -41,7 +44,10 @@ def mean_ci(values: Sequence[float], *, confidence: float = CONFIDENCE) -> tuple
     from scipy import stats
 
     interval = stats.ttest_1samp(data, popmean=mean).confidence_interval(confidence)
-    return float(interval.low), float(interval.high)
+    low, high = float(interval.low), float(interval.high)
+    if bounds is not None:
+        low, high = max(low, float(bounds[0])), min(high, float(bounds[1]))
+    return low, high
 
 
 def proportion_ci(successes: int, total: int, *, confidence: float = CONFIDENCE) -> tuple[float, float] | None:
@@ -92,10 +98,11 @@ class MetricSummary:
                 "ci95": list(self.ci95) if self.ci95 is not None else None, "errors": self.errors}
 
 
-def summarize(values: Sequence[float | None], *, errors: int = 0, proportion: bool = False) -> MetricSummary:
+def summarize(values: Sequence[float | None], *, errors: int = 0, proportion: bool = False,
+              bounds: tuple[float, float] | None = None) -> MetricSummary:
     """Mean, sample standard deviation (ddof=1; 0 for one value), count and interval of the values that are
-    present: :func:`mean_ci`, or for 0/1 values (``proportion``) the Wilson interval of :func:`proportion_ci`;
-    ``errors`` is passed through so every number says how many records it rests on."""
+    present: :func:`mean_ci` (clipped to ``bounds``), or for 0/1 values (``proportion``) the Wilson interval of
+    :func:`proportion_ci`; ``errors`` is passed through so every number says how many records it rests on."""
     data = _finite_values(values)
     if not data:
         return MetricSummary(None, None, 0, None, errors)
@@ -105,4 +112,4 @@ def summarize(values: Sequence[float | None], *, errors: int = 0, proportion: bo
         if any(v not in (0.0, 1.0) for v in data):
             raise ValueError("a proportion's values must be 0 or 1")
         return MetricSummary(mean, std, len(data), proportion_ci(int(sum(data)), len(data)), errors)
-    return MetricSummary(mean, std, len(data), mean_ci(data), errors)
+    return MetricSummary(mean, std, len(data), mean_ci(data, bounds=bounds), errors)
