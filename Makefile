@@ -48,6 +48,7 @@ bench: $(STAMP)
 	$(BIN)/python benchmarks/bench_remote.py
 	$(BIN)/python benchmarks/bench_scoring.py
 	$(BIN)/python benchmarks/bench_generation.py
+	$(BIN)/python benchmarks/bench_compare.py
 
 # ACR search vs nanoGCG 0.3.0 on SmolLM2 (about 30 minutes on 2 CPU cores; run it on an idle machine).
 bench-acr: $(STAMP)

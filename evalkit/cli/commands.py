@@ -82,7 +82,7 @@ def _add_run(commands: argparse._SubParsersAction) -> None:
     scoring = run.add_argument_group("scoring")
     scoring.add_argument("--metrics", metavar="NAMES",
                          help="comma-separated metric families (default: rouge,meteor,bertscore; bertscore needs the "
-                              "hf extra)")
+                              "hf extra); a score column such as rougeL runs its family")
     scoring.add_argument("--bertscore-model",
                          help="HF id or local path (default: all-MiniLM-L6-v2 shipped offline; fmeval "
                               "uses microsoft/deberta-xlarge-mnli)")
@@ -131,10 +131,17 @@ def _add_call_options(group: argparse._ArgumentGroup) -> None:
 def _metric_families(args: argparse.Namespace) -> tuple[str, ...] | None:
     if not args.metrics:
         return None
-    names = tuple(dict.fromkeys(n.strip() for n in args.metrics.split(",") if n.strip()))
+    names = [n.strip() for n in args.metrics.split(",") if n.strip()]
     if not names:
         raise UsageError("--metrics: give at least one metric family, e.g. rouge,meteor")
-    return names
+    from evalkit.scoring.base import METRICS, metric_columns
+
+    if all(n in METRICS.names() for n in names):
+        return tuple(dict.fromkeys(names))
+    try:  # a score column (rougeL, bertscore_recall) runs its family, as in a compare config
+        return tuple(metric_columns(names)[0])
+    except KeyError as exc:
+        raise UsageError(f"--metrics: {exc.args[0]}") from None
 
 
 def _metric_options(args: argparse.Namespace) -> dict[str, dict[str, object]]:
