@@ -171,12 +171,16 @@ def test_empty_question_sets_and_mismatched_outputs_exit_2_naming_the_file(tmp_p
     (tmp_path / "empty.jsonl").write_text("")
     _outputs(tmp_path, "short", ["x"] * 3, with_ids=False)
     write_jsonl(tmp_path / "missing.jsonl", [{"id": "q0", "output": "x"}, {"id": "q1", "output": "y"}])
+    write_jsonl(tmp_path / "stray.jsonl", [{"id": f"q{i}", "output": "x"} for i in range(4)]
+                + [{"id": "q9", "output": "z"}])
     cases = [("dataset: {path: empty.jsonl}\nsystems: [{name: a, outputs: short.jsonl}]", "empty.jsonl",
               "dataset is empty"),
              ("dataset: {path: questions.jsonl}\nsystems: [{name: a, outputs: short.jsonl}]", "short.jsonl",
               "3 outputs for 4 questions"),
              ("dataset: {path: questions.jsonl}\nsystems: [{name: a, outputs: missing.jsonl}]", "missing.jsonl",
-              "no output for 2 of 4 questions (first: id 'q2')")]
+              "no output for 2 of 4 questions (first: id 'q2')"),
+             ("dataset: {path: questions.jsonl}\nsystems: [{name: a, outputs: stray.jsonl}]", "stray.jsonl:5",
+              "id 'q9' is not a question of the dataset")]
     for body, name, message in cases:
         config = _config(tmp_path, f"task: qa\noutput_dir: out\n{body}\n")
         assert main(["compare", "--config", str(config), "--no-progress"]) == 2

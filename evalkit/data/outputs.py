@@ -65,6 +65,9 @@ def load_precomputed_outputs(path: str | Path, question_ids: list[str], *, outpu
     if missing:
         raise InputError(f"no output for {len(missing)} of {len(question_ids)} questions (first: id "
                          f"'{missing[0]}')", path=name, field=id_field)
-    extra = len(set(by_id) - set(question_ids))
-    return {q: by_id[q] for q in question_ids}, {**source, "matched_by": f"id ({id_field})",
-                                                 "unmatched_outputs": extra}
+    known = set(question_ids)
+    extra = [(line, key) for line, key, _ in parsed if key not in known]
+    if extra:
+        raise InputError(f"id '{extra[0][1]}' is not a question of the dataset ({len(extra)} such outputs); "
+                         "outputs of another question set?", path=name, line=extra[0][0], field=id_field)
+    return {q: by_id[q] for q in question_ids}, {**source, "matched_by": f"id ({id_field})"}
