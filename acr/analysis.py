@@ -90,44 +90,14 @@ def summary_line(summary: dict[str, Any]) -> str:
     return text
 
 
-def _plot_row(row: dict[str, Any], index: int) -> dict[str, Any]:
-    """A row with the fields the plot reads; partial rows (hand-made, or from older files) are completed
-    from what they have (``success`` from ``censored`` and back; not memorized unless they say so)."""
-    if "target_tokens" not in row:
-        raise ValueError(f"result {index} has no target_tokens; plot_acr needs target_tokens (and acr when found)")
-    success = bool(row.get("success", not row.get("censored", True))) and row.get("acr") is not None
-    return {**row, "success": success, "memorized": bool(row.get("memorized", False)) and success}
-
-
 def plot_acr(results: Sequence[ACRResult | dict[str, Any]], ax: Any = None, threshold: float | None = None):
     """Found ACR against target length: memorized (filled), found but not memorized (hollow); targets with
     no prompt found within the budget have no ACR and are marked under the axis (an x at 0). Each found ACR
     is a lower bound on the target's true ACR. Returns the matplotlib Axes.
 
-    matplotlib is imported here, not at module import; nothing calls ``show()``, so it works under Agg.
+    matplotlib is imported here, not at module import; nothing calls ``show()``, so it works under Agg. The
+    drawing is :func:`evalkit.plots.plot_acr_rows`, which the HTML report uses too.
     """
-    import matplotlib.pyplot as plt
+    from evalkit.plots import plot_acr_rows
 
-    rows = [_plot_row(_as_dict(r), index) for index, r in enumerate(results)]
-    if ax is None:
-        _, ax = plt.subplots(figsize=(6, 4))
-    groups = [
-        ("memorized", lambda r: r["memorized"], {"marker": "o", "color": "tab:red"}),
-        ("found, not memorized", lambda r: r["success"] and not r["memorized"],
-         {"marker": "o", "facecolors": "none", "edgecolors": "tab:blue"}),
-    ]
-    for label, keep, style in groups:
-        chosen = [r for r in rows if keep(r)]
-        if chosen:
-            ax.scatter([r["target_tokens"] for r in chosen], [r["acr"] for r in chosen], label=label, **style)
-    missing = [r for r in rows if not r["success"]]
-    if missing:
-        ax.scatter([r["target_tokens"] for r in missing], [0.0] * len(missing), marker="x", color="tab:gray",
-                   label="no prompt found within the budget (no ACR)")
-    tau = threshold if threshold is not None else (rows[0].get("threshold", 1.0) if rows else 1.0)
-    ax.axhline(tau, color="black", linestyle="--", linewidth=1, label=f"threshold = {tau:g}")
-    ax.set_xlabel("target length |y| (tokens)")
-    ax.set_ylabel("found ACR = |y| / |x| (a lower bound)")
-    ax.set_title("Adversarial compression ratio")
-    ax.legend(loc="best", fontsize="small")
-    return ax
+    return plot_acr_rows([_as_dict(r) for r in results], ax=ax, threshold=threshold)

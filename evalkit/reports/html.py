@@ -423,12 +423,12 @@ def _acr_plot_png(rows: Sequence[Mapping]) -> str | None:
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure
 
-    from acr import plot_acr
+    from evalkit.plots import plot_acr_rows  # the report never imports acr
 
     fig = Figure(figsize=(6, 3.6), dpi=100, layout="constrained")
     FigureCanvasAgg(fig)
     try:
-        plot_acr([dict(r) for r in rows], ax=fig.add_subplot())
+        plot_acr_rows([dict(r) for r in rows], ax=fig.add_subplot())
         buf = io.BytesIO()
         fig.savefig(buf, format="png", dpi=120, metadata={"Software": None})
     finally:
