@@ -33,6 +33,9 @@ def build_parser() -> argparse.ArgumentParser:
     from evalkit.cli.compare import add_compare_command
 
     add_compare_command(commands)
+    from evalkit.cli.report import add_report_command
+
+    add_report_command(commands)
     from evalkit.cli.acr import add_acr_commands  # argparse only; torch loads inside the commands
 
     add_acr_commands(commands)
@@ -260,6 +263,10 @@ def main(argv: Sequence[str] | None = None) -> int:
             from evalkit.cli.compare import main as compare_main
 
             return compare_main(args)
+        if args.command == "report":
+            from evalkit.cli.report import main as report_main
+
+            return report_main(args)
         if args.command == "resources":
             return _resources(args, parser)
         if args.command == "acr":

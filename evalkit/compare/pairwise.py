@@ -161,6 +161,20 @@ def compare_all(runs: Sequence[SystemRun], metrics: Sequence[str], *, on_error: 
     return results
 
 
+def win_rates(pairs: Sequence[PairResult]) -> dict[str, dict[str, dict[str, float]]]:
+    """``{metric: {a: {b: rate}}}``: the share of shared records where a beats b, ties counted half, both ways
+    round (``rate[b][a] = 1 - rate[a][b]``); what a win-rate matrix shows."""
+    rates: dict[str, dict[str, dict[str, float]]] = {}
+    for p in pairs:
+        if not p.n:
+            continue
+        rate = (p.wins + 0.5 * p.ties) / p.n
+        table = rates.setdefault(p.metric, {})
+        table.setdefault(p.a, {})[p.b] = rate
+        table.setdefault(p.b, {})[p.a] = 1.0 - rate
+    return rates
+
+
 def _p_text(p: float | None, name: str = "p_holm") -> str:
     if p is None:
         return f"{name} n/a"

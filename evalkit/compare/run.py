@@ -30,6 +30,7 @@ from evalkit.compare.pairwise import (
     parse_rule,
     system_summary,
     verdict_line,
+    win_rates,
 )
 from evalkit.errors import EXIT_GATE_FAILED, EXIT_OK, AllRecordsFailed, UsageError
 
@@ -278,6 +279,7 @@ def _comparison(config: CompareConfig, data: Any, prepared: list[PreparedSystem]
         "require": [r.to_dict() for r in rules],
         "passed": all(r.verdict != FAIL for r in rules),
         "verdicts": verdicts,
+        "win_rates": win_rates(pairs),
         "task": config.task,
         "metrics": columns,
         "dataset": data.metadata(),

@@ -101,6 +101,18 @@ def _pairs_table(comparison: Mapping[str, Any]) -> dict[str, Any]:
                     f"every pair and metric; a difference is significant when Holm p < {alpha:g}."}
 
 
+def _win_rate_tables(comparison: Mapping[str, Any]) -> list[dict[str, Any]]:
+    """One matrix per metric: the share of shared records where the row's system beats the column's (ties
+    count half). The number is always printed; colour is never the only signal."""
+    tables = []
+    for metric, rates in (comparison.get("win_rates") or {}).items():
+        names = [n for n in comparison.get("systems") or {} if n in rates]
+        rows = [{"cells": [a, *("—" if a == b else _fmt_num(rates[a].get(b), 2) if b in rates[a] else "n/a"
+                                for b in names)]} for a in names]
+        tables.append({"columns": [f"{metric}: row beats column", *names], "rows": rows})
+    return tables
+
+
 def _disagreement(cells: Sequence[Mapping[str, Any]]) -> float:
     values = [c["value"] for c in cells if c.get("value") is not None]
     return max(values) - min(values) if len(values) > 1 else 0.0
@@ -137,6 +149,24 @@ def _samples(comparison: Mapping[str, Any], records: Mapping[str, Sequence[Mappi
     return {"systems": names, "rows": rows}
 
 
+def _verdict_lines(comparison: Mapping[str, Any]) -> dict[str, Any]:
+    """The verdict lines: significant differences shown, the rest folded under one line that counts them."""
+    alpha = comparison.get("alpha", 0.05)
+    lines = list(comparison.get("verdicts") or [])
+    pairs = list(comparison.get("pairs") or [])
+    if len(pairs) != len(lines):
+        return {"lines": lines, "hint": "Every pair of systems on every metric, in words."}
+    shown = [line for line, p in zip(lines, pairs, strict=True)
+             if p.get("p_holm") is not None and p["p_holm"] < alpha]
+    folded = [line for line, p in zip(lines, pairs, strict=True)
+              if not (p.get("p_holm") is not None and p["p_holm"] < alpha)]
+    return {"lines": shown, "folded": folded,
+            "folded_label": f"{len(folded)} of {len(lines)} comparisons show no significant difference",
+            "empty": "No pair of systems differs significantly on any metric." if not shown else None,
+            "hint": f"Every pair of systems on every metric, in words: a difference is significant when its "
+                    f"Holm-corrected p-value (across all {len(lines)} comparisons) is below {alpha:g}."}
+
+
 def build_compare_sections(comparison: Mapping[str, Any],
                            records: Mapping[str, Sequence[Mapping[str, Any]]]) -> list[Section]:
     dataset = comparison.get("dataset") or {}
@@ -163,11 +193,15 @@ def build_compare_sections(comparison: Mapping[str, Any],
         passed = comparison.get("passed")
         sections.append(Section("require", "Requirements", "gate", _gate(gate), badge="PASS" if passed else "FAIL",
                                 badge_ok=bool(passed)))
-    sections.append(Section("verdicts", "Verdicts", "lines", {
-        "lines": comparison.get("verdicts") or [],
-        "hint": "Every pair of systems on every metric, in words; Holm-corrected p-values."}))
+    sections.append(Section("verdicts", "Verdicts", "lines", _verdict_lines(comparison)))
     sections.append(Section("systems", "Systems", "table", _systems_table(comparison)))
     sections.append(Section("pairs", "Pairwise", "table", _pairs_table(comparison)))
+    tables = _win_rate_tables(comparison)
+    if tables:
+        sections.append(Section("win-rates", "Win rates", "tables", {
+            "tables": tables,
+            "hint": "Each cell: the share of the records both systems answered where the row's system scores better "
+                    "than the column's, ties counted half (0.50: even). Read a row to see whom a system beats."}))
     sections.append(Section("samples", "Questions", "compare_samples", _samples(comparison, records)))
     return sections
 

@@ -151,3 +151,13 @@ def metric_columns(names: Sequence[str]) -> tuple[list[str], list[str]]:
             families.append(family)
         columns.extend(c for c in wanted if c not in columns)
     return families, columns
+
+
+def secondary_columns() -> set[str]:
+    """Columns a family computes but a comparison leaves out by default (bertscore_precision, bertscore_recall)."""
+    secondary: set[str] = set()
+    for family in METRICS.names():
+        metric = METRICS.get(family)
+        if metric.primary:
+            secondary.update(c for c in metric.columns if c not in metric.primary)
+    return secondary
