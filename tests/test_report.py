@@ -94,20 +94,19 @@ def test_summary_and_samples_content(report):
 
 
 def _visible_ids(dom: str) -> list[str]:
-    body = dom.split('id="samples-table"', 1)[1].split("</table>", 1)[0]
-    rows = re.findall(r"<tr([^>]*)>(.*?)</tr>", body.split("<tbody", 1)[1], re.S)
+    body = dom.split('id="samples-table"', 1)[1].split("<tbody", 1)[1]
     ids = []
-    for attrs, cells in rows:
-        if "hidden" in attrs:
-            continue
-        first = re.sub(r"<[^>]+>", " ", re.search(r"<td.*?</td>", cells, re.S).group(0))
-        ids.append(first.split()[0])
+    for attrs, cell in re.findall(r'<tr([^>]*)>\s*<td class="c-id"[^>]*>(.*?)</td>', body, re.S):
+        if "hidden" not in attrs:
+            ids.append(re.sub(r"<[^>]+>", " ", cell).split()[0])
     return ids
 
 
 @pytest.mark.browser
 def test_filter_and_sort_run_in_the_browser(report):
-    assert _visible_ids(dump_dom(report)) == ["r0", "r1", "r2", "r3", "r4", "r5"]
+    # worst first: the record that errored, then by the first metric (rouge1), lowest first
+    assert _visible_ids(dump_dom(report)) == ["r2", "r0", "r1", "r3", "r4", "r5"]
+    assert _visible_ids(dump_dom(report, "#sort=id&dir=asc")) == ["r0", "r1", "r2", "r3", "r4", "r5"]
     assert _visible_ids(dump_dom(report, "#sort=rouge1&dir=desc")) == ["r5", "r4", "r3", "r1", "r0", "r2"]
     filtered = dump_dom(report, "#filter=MARKER3")
     assert _visible_ids(filtered) == ["r3"] and "Showing 1 of 6 records" in filtered

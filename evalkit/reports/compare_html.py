@@ -16,7 +16,7 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 from evalkit.atomic import atomic_write_text
-from evalkit.reports.html import Section, _fmt_num, _gate, _plain, _text, render_report
+from evalkit.reports.html import Section, _flags, _fmt_num, _gate, _plain, _record_details, _text, render_report
 
 
 def _ci_text(summary: Mapping[str, Any]) -> str:
@@ -131,12 +131,8 @@ def _samples(comparison: Mapping[str, Any], records: Mapping[str, Sequence[Mappi
         for n in names:
             r = by_system[n].get(rid) or {}
             scores = r.get("scores") or {}
-            details = []
-            for chunk in r.get("retrieved") or []:
-                details.append((f"context [{chunk.get('rank')}] {chunk.get('id')} (cosine "
-                                f"{_fmt_num(chunk.get('score'))})", _plain(chunk.get("text"))))
-            for column, text in (r.get("explanations") or {}).items():
-                details.append((f"{column}: explanation", _plain(text)))
+            details = _record_details(r)
+            details += [("flag", f) for f in _flags(r)]
             errors = "; ".join(f"{k}: {v}" for k, v in (r.get("score_errors") or {}).items())
             cells.append({"output": _text(r.get("model_output")),
                           "error": _plain(r.get("error") or errors) or None,
@@ -167,6 +163,12 @@ def _verdict_lines(comparison: Mapping[str, Any]) -> dict[str, Any]:
                     f"Holm-corrected p-value (across all {len(lines)} comparisons) is below {alpha:g}."}
 
 
+def require_gate(comparison: Mapping[str, Any]) -> dict[str, Any]:
+    """A comparison's require rules in the gate section's form."""
+    return _gate({"passed": comparison.get("passed"), "rules": comparison.get("require") or [],
+                  "alpha": comparison.get("alpha"), "on_error": comparison.get("on_error")})
+
+
 def build_compare_sections(comparison: Mapping[str, Any],
                            records: Mapping[str, Sequence[Mapping[str, Any]]]) -> list[Section]:
     dataset = comparison.get("dataset") or {}
@@ -186,13 +188,9 @@ def build_compare_sections(comparison: Mapping[str, Any],
         overview.append((f"System {name}", f"{d.get('kind')}: {what}"))
     sections = [Section("overview", "Comparison", "kv", [(k, _plain(v)) for k, v in overview if v is not None])]
     if comparison.get("require"):
-        gate = {"passed": comparison.get("passed"),
-                "checks": {r["rule"]: {"verdict": r["verdict"], "passed": r["passed"], "n": r["n"],
-                                       "delta": r["delta"], "p": r["p"], "p_holm": r["p_holm"],
-                                       "message": r["message"]} for r in comparison["require"]}}
-        passed = comparison.get("passed")
-        sections.append(Section("require", "Requirements", "gate", _gate(gate), badge="PASS" if passed else "FAIL",
-                                badge_ok=bool(passed)))
+        gate = require_gate(comparison)
+        sections.append(Section("require", "Requirements", "gate", gate, badge="PASS" if gate["passed"] else "FAIL",
+                                badge_ok=bool(gate["passed"])))
     sections.append(Section("verdicts", "Verdicts", "lines", _verdict_lines(comparison)))
     sections.append(Section("systems", "Systems", "table", _systems_table(comparison)))
     sections.append(Section("pairs", "Pairwise", "table", _pairs_table(comparison)))

@@ -42,6 +42,7 @@ from evalkit.atomic import atomic_write_text
 TEMPLATE_NAME = "run.html.j2"
 TEMPLATE_DIR = Path(__file__).with_name("templates")
 PREVIEW_CHARS = 150  # characters of a text cell shown before "more"
+SMALL_N = 10  # below this many records a metric's interval gets a caveat
 
 # Stable display order for well-known metrics; anything else follows in results order.
 _METRIC_ORDER = ("rouge1", "rouge2", "rougeL", "rougeLsum", "meteor", "bertscore",
@@ -200,28 +201,83 @@ def _score_class(v: float | None) -> str:
 # section builders
 
 
+def _short_sha(value: Any) -> str | None:
+    return None if not isinstance(value, str) or not value else value[:12]
+
+
+def _evaluated(results: Mapping) -> str:
+    """What was evaluated, in one line: the model, or whose precomputed outputs."""
+    model = results.get("model")
+    if model:
+        return _plain(model)
+    outputs = _dict(results.get("outputs"))
+    if outputs.get("path"):
+        return f"precomputed outputs from {_plain(outputs['path'])}"
+    field = results.get("output_field") or _dict(results.get("dataset")).get("output_field")
+    return f"precomputed outputs (dataset field '{_plain(field)}')" if field else "precomputed outputs"
+
+
 def _overview(results: Mapping) -> dict:
+    """What was evaluated, for people who did not run it: model and generation settings, dataset, run facts,
+    counts; labels, never raw keys; nothing that is unknown."""
+    def rows(pairs: Iterable[tuple[str, Any]]) -> list[tuple[str, str]]:
+        return [(label, _plain(value) if not isinstance(value, str) else value) for label, value in pairs
+                if value is not None and value != ""]
+
+    runner = _dict(results.get("runner"))
+    identity = _dict(runner.get("identity"))
+    files = _dict(identity.get("files"))
+    adapter = _dict(identity.get("adapter"))
+    retriever = _dict(results.get("retriever"))
+    model_rows = rows([
+        ("Evaluated", _evaluated(results)),
+        ("Runner", runner.get("runner")),
+        ("Model files", f"{_short_sha(files.get('sha256'))} ({_fmt_num(files.get('files'))} files)"
+         if files.get("sha256") else None),
+        ("Adapter", f"{runner.get('adapter_path')} ({_short_sha(adapter.get('sha256'))})"
+         if runner.get("adapter_path") else None),
+        ("Remote model", identity.get("model_id") or identity.get("endpoint")),
+        ("Max new tokens", runner.get("max_new_tokens")),
+        ("Decoding", runner.get("decoding")),
+        ("Chat template", {True: "yes", False: "no"}.get(runner.get("chat_template"))),
+        ("dtype / device", f"{runner.get('dtype')} / {runner.get('device')}" if runner.get("dtype") else None),
+        ("Batch size", runner.get("batch_size")),
+        ("Retrieval", f"top {retriever.get('top_k')} of {retriever.get('chunks')} chunks of "
+                      f"{retriever.get('documents')} ({retriever.get('embedding_model')})" if retriever else None),
+    ])
     ds = _dict(results.get("dataset"))
-    run_rows: list[tuple[str, str]] = []
-    for label, value in (("Task", results.get("task")), ("Model", results.get("model")),
-                         ("Created", results.get("created_at")), ("Seed", results.get("seed"))):
-        if value is not None:
-            run_rows.append((label, _plain(value)))
-    dataset_rows: list[tuple[str, str]] = []
-    for label, key in (("Path", "path"), ("SHA-256", "sha256"), ("Records", "n_records")):
-        if ds.get(key) is not None:
-            dataset_rows.append((label, _plain(ds[key])))
-    known = {"path", "sha256", "n_records"}
-    dataset_rows += [(k, v) for k, v in _flatten({k: v for k, v in ds.items() if k not in known})]
-    timings = [(str(k).removesuffix("_s").replace("_", " ").capitalize(), _fmt_seconds(v))
-               for k, v in _dict(results.get("timings")).items()]
+    fields = ", ".join(f"{k.removesuffix('_field')}: {ds[k]}" for k in ("input_field", "target_field",
+                                                                        "output_field", "id_field") if ds.get(k))
+    dataset_rows = rows([
+        ("Path", ds.get("path")), ("SHA-256", ds.get("sha256")), ("Format", ds.get("format")),
+        ("Records", f"{_fmt_num(ds.get('n_records'))}" + (f" of {_fmt_num(ds.get('rows'))} rows"
+                                                          if ds.get("rows") not in (None, ds.get("n_records")) else "")
+         if ds.get("n_records") is not None else None),
+        ("Fields", fields or None),
+        ("Reference delimiter", ds.get("target_delimiter")),
+        ("Sample", f"{_fmt_num(results['max_samples'])} records (seeded)" if results.get("max_samples") else None),
+    ])
+    versions = _dict(results.get("versions"))
+    outcome = _dict(results.get("outcome"))
+    total = _dict(results.get("timings")).get("total_s")
+    run_rows = rows([
+        ("Task", results.get("task")), ("Created", results.get("created_at")),
+        ("Duration", _fmt_seconds(total) if total is not None else None), ("Seed", results.get("seed")),
+        ("Outcome", outcome.get("status")), ("evalkit", versions.get("evalkit")),
+        ("Run fingerprint", _short_sha(results.get("run_fingerprint"))),
+    ])
     counts = _dict(results.get("counts"))
-    count_rows = [(_COUNT_LABELS[k], _fmt_num(counts[k])) for k in _COUNT_LABELS if k in counts]
-    count_rows += [(str(k), _fmt_num(v)) for k, v in counts.items() if k not in _COUNT_LABELS]
+    count_rows = [(label, _fmt_num(counts[key])) for key, label in (
+        ("records", "Records"), ("scored", "Scored by every metric"), ("errors", "Generation errors"),
+        ("scoring_errors", "Scoring errors"), ("failed_records", "Records with any error"),
+        ("truncated", "Inputs truncated"), ("skipped_invalid", "Invalid rows skipped")) if key in counts]
+    timings = [(str(k).removesuffix("_s").replace("_", " ").capitalize(), _fmt_seconds(v))
+               for k, v in _dict(results.get("timings")).items() if k != "total_s"]
     template = results.get("prompt_template")
     return {
-        "run": run_rows,
+        "model": model_rows,
         "dataset": dataset_rows,
+        "run": run_rows,
         "counts": count_rows,
         "timings": timings,
         "prompt_template": None if template is None else _plain(template),
@@ -248,6 +304,8 @@ def _metric_rows(results: Mapping) -> list[dict]:
             "errors": _fmt_num(m.get("errors")) if "errors" in m else "—",
             "ci": None if ci is None else (
                 f"[{_fmt_num(lo)}, {_fmt_num(hi)}]" if lo is not None or hi is not None else _plain(ci)),
+            "better": {True: "higher", False: "lower"}.get(m.get("higher_is_better"), "higher"),
+            "few": isinstance(m.get("n"), int) and 0 < m["n"] < SMALL_N,
         })
     return rows
 
@@ -263,40 +321,62 @@ def _ci_bar(mean: Any, lo: Any, hi: Any) -> dict | None:
     return {"mean": f"{m * 100:.2f}", "lo": f"{a * 100:.2f}", "width": f"{max(b - a, 0.0) * 100:.2f}"}
 
 
-def _gate(gate: Any) -> dict:
-    """Generic rendering data for ``results["gate"]``: overall verdict + a table of checks.
+def _p(value: Any) -> str:
+    """A p-value as the terminal prints it: ``<0.0001`` below, four decimals above, ``—`` when untested."""
+    f = _finite(value)
+    if f is None:
+        return "—"
+    return "<0.0001" if f < 1e-4 else f"{f:.4f}"
 
-    A dict of dicts (``{"rouge1": {"threshold": 0.3, "value": 0.31, "passed": true}}``) becomes a
-    table with one row per check; any other dict becomes a key/value table.
-    """
+
+_VERDICT_MARKS = {"PASS": "✓ PASS", "FAIL": "✗ FAIL", "WARN": "! WARN"}
+
+
+def _gate(gate: Any) -> dict:
+    """A gate result (``results["gate"]``) or a comparison's require rules (``{"passed", "rules": [...]}``) as
+    people read it: a headline, one row per check with the numbers that decided it, its full message, the
+    warnings as a list. Verdicts are words and marks, never colour alone."""
     g = _dict(gate)
-    passed = g.get("passed", g.get("pass"))
+    passed = g.get("passed")
     passed = passed if isinstance(passed, bool) else None
-    nested = {k: v for k, v in g.items() if isinstance(v, Mapping)}
-    # checks may also sit one level down, e.g. {"passed": false, "checks": {...}} or a list of dicts
-    for key in ("checks", "results", "rules"):
-        inner = g.get(key)
-        if isinstance(inner, list) and inner and all(isinstance(x, Mapping) for x in inner):
-            inner = {_plain(x.get("name", x.get("metric", i))): x for i, x in enumerate(inner)}
-        if isinstance(inner, Mapping) and inner and all(isinstance(v, Mapping) for v in inner.values()):
-            nested = dict(inner)
-            g = {k: v for k, v in g.items() if k != key}
-            break
-    columns: list[str] = []
-    for v in nested.values():
-        for k in v:
-            if str(k) not in columns:
-                columns.append(str(k))
-    checks = []
-    for name, v in nested.items():
-        ok = v.get("passed", v.get("pass"))
-        checks.append({
-            "name": _plain(name),
-            "cells": [_fmt_num(v.get(c)) if c in v else "" for c in columns],
-            "ok": ok if isinstance(ok, bool) else None,
+    raw = g.get("checks")
+    if isinstance(raw, Mapping):
+        checks = [(str(name), _dict(c)) for name, c in raw.items()]
+    else:
+        checks = [(str(_dict(c).get("rule") or _dict(c).get("name") or i), _dict(c))
+                  for i, c in enumerate(g.get("rules") or raw or [])]
+    rows = []
+    for name, c in checks:
+        verdict = str(c.get("verdict") or ("PASS" if c.get("passed") else "FAIL"))
+        low, high = c.get("ci95_low"), c.get("ci95_high")
+        if isinstance(c.get("ci95"), (list, tuple)) and len(c["ci95"]) == 2:
+            low, high = c["ci95"]
+        baseline = c.get("baseline", c.get("b_mean"))
+        candidate = c.get("candidate", c.get("a_mean"))
+        rows.append({
+            "name": name, "metric": _plain(c.get("metric") or "—"), "n": _fmt_num(c.get("n")),
+            "baseline": _fmt_num(baseline), "candidate": _fmt_num(candidate), "delta": _fmt_num(c.get("delta")),
+            "ci": "—" if _finite(low) is None or _finite(high) is None else f"[{_fmt_num(low)}, {_fmt_num(high)}]",
+            "p": _p(c.get("p_value", c.get("p"))), "p_holm": _p(c.get("p_adjusted", c.get("p_holm"))),
+            "verdict": _VERDICT_MARKS.get(verdict, verdict), "ok": verdict != "FAIL", "warn": verdict == "WARN",
+            "message": _plain(c.get("message") or ""), "test": _plain(c.get("test") or ""),
+            "errors": _fmt_num(c.get("errors")) if c.get("errors") else None,
         })
-    flat = {k: v for k, v in g.items() if k not in nested and k not in ("passed", "pass")}
-    return {"passed": passed, "columns": columns, "checks": checks, "other": _flatten(flat)}
+    failed = sum(not r["ok"] for r in rows)
+    warned = sum(r["warn"] for r in rows)
+    if passed is None and rows:
+        passed = failed == 0
+    headline = None
+    if passed is not None:
+        headline = (f"{'PASSED' if passed else 'FAILED'}: {failed} of {len(rows)} checks failed"
+                    + (f", {warned} warned" if warned else ""))
+    facts = []
+    for label, key in (("Candidate", "candidate"), ("Baseline", "baseline"), ("Shared record ids", "shared_ids"),
+                       ("Significance level", "alpha"), ("Errored records", "on_error"), ("Tests", "tests")):
+        if g.get(key) is not None and not isinstance(g.get(key), Mapping):
+            facts.append((label, _fmt_num(g[key]) if key == "alpha" else _plain(g[key])))
+    warnings = [_plain(w) for w in g.get("warnings") or []] if isinstance(g.get("warnings"), list) else []
+    return {"passed": passed, "headline": headline, "rows": rows, "warnings": warnings, "facts": facts}
 
 
 def _histograms(metric_names: Sequence[str], records: Sequence[Mapping]) -> list[dict]:
@@ -304,7 +384,8 @@ def _histograms(metric_names: Sequence[str], records: Sequence[Mapping]) -> list
     for name in metric_names:
         values = [f for r in records
                   if (f := _finite(_dict(r.get("scores")).get(name))) is not None]
-        out.append({"name": name, "n": len(values), "png": _histogram_png(name, values) if values else None})
+        out.append({"name": name, "n": len(values), "png": _histogram_png(name, values) if values else None,
+                    "mean": _fmt_num(sum(values) / len(values), 3) if values else "—"})
     return out
 
 
@@ -322,19 +403,15 @@ def _histogram_png(name: str, values: Sequence[float]) -> str:
         bins = [i / 20 for i in range(21)] if unit else min(30, max(5, int(math.sqrt(len(values))) + 1))
         ax.hist(values, bins=bins, color="#4c78a8", edgecolor="white", linewidth=0.6)
         mean = sum(values) / len(values)
-        ax.axvline(mean, color="#d9622b", linewidth=1.4, linestyle="--")
-        right = (mean - lo) / (hi - lo) > 0.6 if hi > lo else False
-        if unit:
-            right = mean > 0.6
-        ax.annotate(f"mean {mean:.3f}", xy=(mean, 1.0), xycoords=("data", "axes fraction"),
-                    xytext=(-4 if right else 4, -2), textcoords="offset points", va="top",
-                    ha="right" if right else "left", fontsize=8, color="#b4471a",
-                    bbox={"boxstyle": "round,pad=0.2", "fc": "white", "ec": "none", "alpha": 0.85})
+        # the mean is a dashed line named in the legend, not a label over the bars
+        ax.axvline(mean, color="#d9622b", linewidth=1.6, linestyle="--", label=f"mean {mean:.3f}")
+        ax.legend(loc="upper left" if mean > (0.5 if unit else (lo + hi) / 2) else "upper right", fontsize=10,
+                  frameon=False, handlelength=1.6)
         if unit:
             ax.set_xlim(0, 1)
-        ax.set_xlabel("score", fontsize=8, color="#444")
-        ax.set_ylabel("records", fontsize=8, color="#444")
-        ax.tick_params(labelsize=7, colors="#555")
+        ax.set_xlabel(name, fontsize=10, color="#333")
+        ax.set_ylabel("records", fontsize=10, color="#333")
+        ax.tick_params(labelsize=9, colors="#444")
         ax.yaxis.get_major_locator().set_params(integer=True)
         for side in ("top", "right"):
             ax.spines[side].set_visible(False)
@@ -349,9 +426,38 @@ def _histogram_png(name: str, values: Sequence[float]) -> str:
     return base64.b64encode(buf.getvalue()).decode("ascii")
 
 
-def _sample_table(metric_names: Sequence[str], records: Sequence[Any]) -> dict:
+def _record_details(rec: Mapping) -> list[tuple[str, str]]:
+    """What a reader may want under an answer: retrieved context (RAG) and each metric's explanation (the
+    judge's reasoning), as (label, text) pairs."""
+    details = []
+    for chunk in rec.get("retrieved") or []:
+        c = _dict(chunk)
+        details.append((f"context [{_plain(c.get('rank'))}] {_plain(c.get('id'))} (cosine {_fmt_num(c.get('score'))})",
+                        _plain(c.get("text"))))
+    for column, text in _dict(rec.get("explanations")).items():
+        details.append((f"{column}: explanation", _plain(text)))
+    return details
+
+
+def _flags(rec: Mapping) -> list[str]:
+    """Plain words for what happened to a record beyond its scores: an answer cut off by the token limit, an
+    input cut to fit the context."""
+    flags = []
+    generation = _dict(rec.get("generation"))
+    if generation.get("finish_reason") == "length":
+        flags.append("output cut off at the max-new-tokens limit")
+    if rec.get("truncated"):
+        flags.append("input truncated to fit the model's context")
+    return flags
+
+
+def _sample_table(metric_names: Sequence[str], records: Sequence[Any],
+                  lower_is_better: Iterable[str] = ()) -> dict:
+    """One row per record. Worst first: records with errors, then by the first metric, worst value first
+    (the reader can sort by any column, or by id)."""
+    lower = set(lower_is_better)
     rows = []
-    n_errors = 0
+    n_errors = n_flagged = 0
     for i, rec in enumerate(records):
         if not isinstance(rec, Mapping):
             rec = {"error": f"malformed record: {_plain(rec)}"}
@@ -372,16 +478,29 @@ def _sample_table(metric_names: Sequence[str], records: Sequence[Any]) -> dict:
             error = "; ".join(f"{name}: {_plain(message)}" for name, message in score_errors.items())
         if error is not None:
             n_errors += 1
+        flags = _flags(rec)
+        n_flagged += bool(flags)
         rid = rec.get("id")
+        first = _finite(scores.get(metric_names[0])) if metric_names else None
+        worst_key = (0 if error is not None else 1,
+                     0.0 if first is None else (-first if metric_names[0] in lower else first), i)
         rows.append({
             "id": str(i) if rid is None else _plain(rid),
             "input": _text(rec.get("model_input")),
+            "prompt": None if rec.get("prompt") in (None, rec.get("model_input")) else _plain(rec.get("prompt")),
             "output": _text(rec.get("model_output")),
             "reference": _text(rec.get("target_output")),
             "scores": cells,
             "error": None if error is None else _text(error),
+            "flags": flags,
+            "details": _record_details(rec),
+            "order": worst_key,
         })
-    return {"metrics": list(metric_names), "rows": rows, "n_errors": n_errors}
+    rows.sort(key=lambda r: r["order"])
+    worst_word = {m: "highest first" if m in lower else "lowest first" for m in metric_names}
+    return {"metrics": list(metric_names), "rows": rows, "n_errors": n_errors, "n_flagged": n_flagged,
+            "worst_word": worst_word,
+            "order": f"errors first, then by {metric_names[0]}, worst first" if metric_names else "as in the file"}
 
 
 def build_sections(results: Mapping, records: Sequence[Mapping]) -> list[Section]:
@@ -390,21 +509,24 @@ def build_sections(results: Mapping, records: Sequence[Mapping]) -> list[Section
         [*_dict(results.get("metrics")),
          *(k for r in records if isinstance(r, Mapping) for k in _dict(r.get("scores")))])
     settings = _flatten(_dict(results.get("metric_settings")))
-    sections = [
-        Section("run", "Run", "overview", _overview(results)),
-        Section("metrics", "Metrics", "metrics", {"rows": _metric_rows(results), "settings": settings}),
-    ]
-    if "gate" in results and results["gate"] is not None:
+    sections = []
+    if "gate" in results and results["gate"] is not None:  # the verdict first
         gate = _gate(results["gate"])
         badge = None if gate["passed"] is None else ("PASS" if gate["passed"] else "FAIL")
         sections.append(Section("gate", "CI gate", "gate", gate, badge=badge, badge_ok=gate["passed"]))
+    sections += [
+        Section("run", "What was evaluated", "overview", _overview(results)),
+        Section("metrics", "Metrics", "metrics", {"rows": _metric_rows(results), "settings": settings}),
+    ]
     hist_names = [n for n in score_names
                   if any(_finite(_dict(r.get("scores")).get(n)) is not None
                          for r in records if isinstance(r, Mapping))]
     if hist_names:
         sections.append(Section("distributions", "Score distributions", "distributions",
                                 _histograms(hist_names, [r for r in records if isinstance(r, Mapping)])))
-    sections.append(Section("samples", "Samples", "samples", _sample_table(score_names, records)))
+    lower = [m for m, summary in _dict(results.get("metrics")).items()
+             if _dict(summary).get("higher_is_better") is False]
+    sections.append(Section("samples", "Samples", "samples", _sample_table(score_names, records, lower)))
     env = {"versions": _flatten(_dict(results.get("versions"))),
            "runner": _flatten(results.get("runner")) if results.get("runner") is not None else []}
     if env["versions"] or env["runner"]:
@@ -581,7 +703,12 @@ def render_report(results: Mapping, records: Sequence[Mapping], *,
     if n_errors is None:
         n_errors = sum(1 for r in records if isinstance(r, Mapping) and r.get("error") is not None)
     total = _dict(results.get("timings")).get("total_s")
+    gate = _dict(results.get("gate"))
+    verdict = None
+    if isinstance(gate.get("passed"), bool):
+        verdict = ("Gate", "✓ PASSED" if gate["passed"] else "✗ FAILED", "ok" if gate["passed"] else "bad")
     stats = [
+        verdict or ("", None, ""),
         ("Records", _fmt_num(counts.get("records", len(records))), ""),
         ("Scored", _fmt_num(counts["scored"]) if "scored" in counts else None, ""),
         ("Errors", _fmt_num(n_errors), "bad" if (_finite(n_errors) or 0) > 0 else ""),
@@ -589,11 +716,13 @@ def render_report(results: Mapping, records: Sequence[Mapping], *,
          "warn" if (_finite(counts.get("skipped_invalid")) or 0) > 0 else ""),
         ("Total time", _fmt_seconds(total) if total is not None else None, ""),
     ]
-    title_bits = [_plain(results[k]) for k in ("task", "model") if results.get(k) is not None]
+    title_bits = [_plain(results["task"])] if results.get("task") is not None else []
+    if results.get("metrics") is not None or results.get("model") is not None:
+        title_bits.append(_evaluated(results))
     html = _environment().get_template(TEMPLATE_NAME).render(
         title=" · ".join(title_bits) or "Evaluation run",
         task=None if results.get("task") is None else _plain(results["task"]),
-        model=None if results.get("model") is None else _plain(results["model"]),
+        model=title_bits[1] if len(title_bits) > 1 else None,
         created_at=None if results.get("created_at") is None else _plain(results["created_at"]),
         stats=[s for s in stats if s[1] is not None],
         sections=sections,

@@ -14,7 +14,7 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 from evalkit.atomic import atomic_write_text
-from evalkit.reports.compare_html import build_compare_sections
+from evalkit.reports.compare_html import build_compare_sections, require_gate
 from evalkit.reports.html import Section, _fmt_num, _fmt_seconds, _gate, _plain, build_acr_sections, render_report
 from evalkit.reports.sources import ACR, COMPARE, RUN, ReportSource
 
@@ -61,17 +61,12 @@ def _runs_table(sources: Sequence[ReportSource]) -> dict[str, Any]:
 def _verdict_sections(sources: Sequence[ReportSource]) -> list[Section]:
     sections = []
     for i, s in enumerate(sources):
-        gate = None
         if s.kind == RUN and s.data.get("gate") is not None:
-            gate = s.data["gate"]
+            data = _gate(s.data["gate"])
         elif s.kind == COMPARE and s.data.get("require"):
-            gate = {"passed": s.data.get("passed"),
-                    "checks": {r["rule"]: {"verdict": r["verdict"], "passed": r["passed"], "n": r["n"],
-                                           "delta": r["delta"], "p": r["p"], "p_holm": r["p_holm"],
-                                           "message": r["message"]} for r in s.data["require"]}}
-        if gate is None:
+            data = require_gate(s.data)
+        else:
             continue
-        data = _gate(gate)
         badge = None if data["passed"] is None else ("PASS" if data["passed"] else "FAIL")
         sections.append(Section(f"verdict-{i + 1}", f"Verdict: {s.label}", "gate", data, badge=badge,
                                 badge_ok=data["passed"]))
