@@ -213,6 +213,14 @@ def test_compare_trained_vs_untrained(models, first_run, tmp_path):
     assert json.loads((out / "model_a" / "summary.json").read_text())["computed"] == 0
     assert json.loads((out / "model_b" / "summary.json").read_text())["computed"] == 4
     assert "B-A" in proc.stdout and "completion A/B" in proc.stdout
+    report = (out / "report.html").read_text(encoding="utf-8")
+    assert "Model A vs model B" in report and "Paired outcomes" in report and "Targets side by side" in report
+    assert "ACR of model A" in report and "ACR of model B" in report and "exact McNemar p = 0.5000" in report
+    # one report over both audits: the comparison and model A's own run, found by their files alone
+    both = tmp_path / "both.html"
+    assert _cli("report", out, first_run[0], "-o", both).returncode == 0
+    html = both.read_text(encoding="utf-8")
+    assert "evalkit acr compare" in html and "evalkit acr run" in html and "Distribution of the found ACR" in html
 
 
 def _one_line_error(code: int, err: str) -> None:

@@ -320,7 +320,7 @@ def _acr_in(spec: str, args: argparse.Namespace, targets: list[str], config: Any
     }
     write_summary(directory, summary)
     if not args.no_report:
-        from evalkit.reports.html import write_acr_report
+        from evalkit.reports.acr_html import write_acr_report
 
         write_acr_report(directory / REPORT_FILE, summary, rows)
     return {"summary": summary, "rows": rows, "runner": runner, "after": extra}
@@ -477,6 +477,11 @@ def compare_acr(args: argparse.Namespace) -> int:
     }
     atomic_write_jsonl(directory / COMPARE_FILE, records)
     atomic_write_json(directory / COMPARE_SUMMARY_FILE, summary)
+    if not args.no_report:
+        from evalkit.reports.acr_html import write_acr_compare_report
+
+        write_acr_compare_report(directory / "report.html", summary, records,
+                                 {label: (run["summary"], run["rows"]) for label, run in runs.items()})
 
     rows = [[_clip(r["target"], 36), _acr_cell(r, "_a"), _acr_cell(r, "_b"), _fmt(r["acr_diff"]),
              f"{_fmt(r['memorized_a'])}/{_fmt(r['memorized_b'])}",

@@ -27,7 +27,7 @@ def main(args: argparse.Namespace) -> int:
     from pathlib import Path
 
     from evalkit.errors import UsageError
-    from evalkit.reports.sources import ACR, COMPARE, RUN, load_sources
+    from evalkit.reports.sources import ACR, ACR_COMPARE, COMPARE, RUN, load_sources
 
     if not 0 < args.alpha < 1:
         raise UsageError(f"--alpha must be between 0 and 1, got {args.alpha}")
@@ -47,10 +47,14 @@ def main(args: argparse.Namespace) -> int:
             from evalkit.reports.compare_html import write_compare_report
 
             write_compare_report(out, source.data, source.records)
-        else:
-            from evalkit.reports.html import write_acr_report
+        elif source.kind == ACR:
+            from evalkit.reports.acr_html import write_acr_report
 
             write_acr_report(out, source.data, source.records)
+        else:
+            from evalkit.reports.acr_html import write_acr_compare_report
+
+            write_acr_compare_report(out, source.data, source.records, source.acr_runs)
         print(f"wrote {out}")
         return 0
     from evalkit.compare.finished import FinishedRun, compare_finished_runs
@@ -69,7 +73,7 @@ def main(args: argparse.Namespace) -> int:
         comparison = compare_finished_runs(runs, metrics=metrics, alpha=args.alpha, on_error=args.on_error,
                                            seed=args.seed)
     write_multi_report(out, sources, comparison, {r.name: list(r.records) for r in runs})
-    counts = {k: sum(s.kind == k for s in sources) for k in (RUN, COMPARE, ACR)}
+    counts = {k: sum(s.kind == k for s in sources) for k in (RUN, COMPARE, ACR, ACR_COMPARE)}
     kinds = ", ".join(f"{n} {k}{'s' if n > 1 else ''}" for k, n in counts.items() if n)
     print(f"wrote {out} ({kinds}{f'; {len(runs)} runs compared' if comparison else ''})")
     return 0

@@ -14,9 +14,10 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 from evalkit.atomic import atomic_write_text
+from evalkit.reports.acr_html import build_acr_compare_sections, build_acr_sections
 from evalkit.reports.compare_html import build_compare_sections, require_gate
-from evalkit.reports.html import Section, _fmt_num, _fmt_seconds, _gate, _plain, build_acr_sections, render_report
-from evalkit.reports.sources import ACR, COMPARE, RUN, ReportSource
+from evalkit.reports.html import Section, _fmt_num, _fmt_seconds, _gate, _plain, render_report
+from evalkit.reports.sources import ACR, ACR_COMPARE, COMPARE, RUN, ReportSource
 
 
 def _what(source: ReportSource) -> dict[str, str]:
@@ -41,6 +42,10 @@ def _what(source: ReportSource) -> dict[str, str]:
                 "created": _plain(d.get("created_at") or "—"),
                 "duration": _fmt_seconds((d.get("timings") or {}).get("total_s")), "errors": "—"}
     targets = d.get("targets") or {}
+    if source.kind == ACR_COMPARE:
+        return {"kind": "evalkit acr compare", "model": f"{_plain(d.get('model_a'))} vs {_plain(d.get('model_b'))}",
+                "dataset": f"{targets.get('path')} ({_fmt_num(d.get('n'))} targets)",
+                "created": _plain(d.get("created_at") or "—"), "duration": "—", "errors": "—"}
     return {"kind": "evalkit acr run", "model": _plain(d.get("model")),
             "dataset": f"{targets.get('path')} ({_fmt_num(d.get('total'))} targets)",
             "created": _plain(d.get("created_at") or "—"),
@@ -86,6 +91,10 @@ def build_multi_sections(sources: Sequence[ReportSource], comparison: Mapping[st
             compared.insert(0, Section("notes", "Read this first", "lines", {"lines": notes}))
         sections += compared
     for i, s in enumerate(sources):
+        if s.kind == ACR_COMPARE:
+            for section in build_acr_compare_sections(s.data, s.records, s.acr_runs):
+                sections.append(Section(f"{section.id}-{i + 1}", f"{section.title}: {s.label}", section.kind,
+                                        section.data, badge=section.badge, badge_ok=section.badge_ok))
         if s.kind == ACR:
             for section in build_acr_sections(s.data, s.records):
                 if section.id == "acr":

@@ -3,7 +3,8 @@
 * an ``evalkit run`` directory: ``results.json`` + ``records.jsonl`` (``evalkit gate`` writes its verdict into
   the same ``results.json``);
 * an ``evalkit compare`` directory: ``comparison.json`` + ``systems/<name>/`` run directories;
-* an ``evalkit acr run`` directory: ``summary.json`` + ``results.jsonl``.
+* an ``evalkit acr run`` directory: ``summary.json`` + ``results.jsonl``;
+* an ``evalkit acr compare`` directory: ``compare.json`` + ``compare.jsonl`` + ``model_a/`` and ``model_b/``.
 
 The kind is told by the files, so runs made at different times, by different versions, or of different kinds
 can be reported side by side. Anything else is an InputError naming the directory (exit 2), before rendering.
@@ -19,7 +20,7 @@ from typing import Any
 from evalkit.errors import InputError
 from evalkit.jsonl import split_lines
 
-RUN, COMPARE, ACR = "run", "compare", "acr"
+RUN, COMPARE, ACR, ACR_COMPARE = "run", "compare", "acr", "acr-compare"
 
 
 @dataclass
@@ -35,6 +36,8 @@ class ReportSource:
     records: Any = field(repr=False, default=None)
     # a comparison's systems: name -> (results.json, records) of systems/<name>/
     systems: dict[str, tuple[dict[str, Any], list[dict[str, Any]]]] = field(repr=False, default_factory=dict)
+    # an ACR comparison's two runs: "a"/"b" -> (summary.json, results.jsonl rows) of model_a/, model_b/
+    acr_runs: dict[str, tuple[dict[str, Any], list[dict[str, Any]]]] = field(repr=False, default_factory=dict)
 
 
 def _json_file(path: Path) -> dict[str, Any]:
@@ -83,10 +86,19 @@ def load_source(directory: str | Path, label: str | None = None) -> ReportSource
     if (path / "results.json").is_file():
         run = load_run(path)
         return ReportSource(path, RUN, name, run.results, run.records)
+    if (path / "compare.json").is_file() and (path / "compare.jsonl").is_file():
+        runs = {}
+        for label in ("a", "b"):
+            run = path / f"model_{label}"
+            if (run / "summary.json").is_file() and (run / "results.jsonl").is_file():
+                runs[label] = (_json_file(run / "summary.json"), _jsonl_file(run / "results.jsonl"))
+        return ReportSource(path, ACR_COMPARE, name, _json_file(path / "compare.json"),
+                            _jsonl_file(path / "compare.jsonl"), acr_runs=runs)
     if (path / "summary.json").is_file() and (path / "results.jsonl").is_file():
         return ReportSource(path, ACR, name, _json_file(path / "summary.json"), _jsonl_file(path / "results.jsonl"))
     raise InputError("not a finished evalkit output directory: no results.json (evalkit run), comparison.json "
-                     "(evalkit compare) or summary.json + results.jsonl (evalkit acr run)", path=str(path))
+                     "(evalkit compare), summary.json + results.jsonl (evalkit acr run) or compare.json + "
+                     "compare.jsonl (evalkit acr compare)", path=str(path))
 
 
 def load_sources(directories: list[str | Path]) -> list[ReportSource]:
