@@ -95,7 +95,7 @@ def _pairs_table(comparison: Mapping[str, Any]) -> dict[str, Any]:
             f"[{_fmt_num(ci[0])}, {_fmt_num(ci[1])}]" if ci else "—", _p(p.get("p")), _p(p.get("p_holm")),
             f"{p['wins']}/{p['ties']}/{p['losses']}", str(p.get("n")), p.get("test") or "—"]})
     return {"columns": ["pair", "metric", "delta (a − b)", "95% CI", "p", "Holm p", "W/T/L", "n", "test"],
-            "rows": rows,
+            "rows": rows, "text_columns": [1, 8],
             "hint": "delta is the mean of a − b over the questions both systems answered; W/T/L counts questions "
                     "where a is better / equal / worse (honouring lower-is-better metrics). Holm p corrects for "
                     f"every pair and metric; a difference is significant when Holm p < {alpha:g}."}
