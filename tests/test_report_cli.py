@@ -112,3 +112,19 @@ def test_the_multi_run_report_in_the_browser(two_runs, tmp_path):
     assert "pwned" not in title and '<img src="x" onerror' not in dom
     assert "&lt;script&gt;document.title='pwned'&lt;/script&gt;" in dom and "{{ 7*7 }}" in dom
     assert "Showing 10 of 10 records" in dom  # the questions table's script ran
+
+
+def test_runs_of_different_kinds_with_no_shared_ids_are_shown_not_compared(two_runs, tmp_path, news_records):
+    old, _ = two_runs
+    rows = [{"id": f"n{i}", "document": r["document"], "summary": r["summary"], "output": r["summary"]}
+            for i, r in enumerate(news_records[:5])]
+    dataset = write_jsonl(tmp_path / "news.jsonl", rows)
+    summaries = tmp_path / "summaries"
+    assert main(["run", "summarization", "--dataset", str(dataset), "--output-field", "output", "--metrics",
+                 "rouge", "--output-dir", str(summaries), "--no-progress"]) == 0
+    out = tmp_path / "kinds.html"
+    assert main(["report", str(old), str(summaries), "-o", str(out)]) == 0
+    html = out.read_text(encoding="utf-8")
+    assert "release-1.0 and summaries share no record id" in html and "evaluated on different datasets" in html
+    assert "release-1.0 vs summaries</td>" not in html  # no pairwise row without shared records
+    assert "evalkit run summarization" in html and "evalkit run qa" in html

@@ -53,10 +53,15 @@ def compare_finished_runs(runs: Sequence[FinishedRun], *, metrics: Sequence[str]
     else:
         skipped = secondary_columns()
         metrics = [m for m in _metric_order(runs) if m not in skipped]
-    pairs = compare_all(systems, metrics, on_error=on_error, seed=seed)
+    shared = {(a.name, b.name) for i, a in enumerate(systems) for b in systems[i + 1:]
+              if set(a.records) & set(b.records)}
+    unpaired = [(a.name, b.name) for i, a in enumerate(systems) for b in systems[i + 1:]
+                if (a.name, b.name) not in shared]
+    # pairs without a shared id have no p-value, so Holm (over the tested pairs) is the same without them
+    pairs = [p for p in compare_all(systems, metrics, on_error=on_error, seed=seed) if (p.a, p.b) in shared]
     datasets = {r.name: (r.results.get("dataset") or {}) for r in runs}
     shas = {d.get("sha256") for d in datasets.values()}
-    notes = []
+    notes = [f"{a} and {b} share no record id: they are shown side by side, not compared" for a, b in unpaired]
     if len(shas) > 1:
         notes.append("the runs were evaluated on different datasets (" + "; ".join(
             f"{name}: {d.get('path')} sha256 {str(d.get('sha256'))[:12]}" for name, d in datasets.items())
