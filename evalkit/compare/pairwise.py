@@ -81,7 +81,8 @@ def system_summary(run: SystemRun, metric: str, on_error: str) -> dict[str, Any]
     wilson = info.proportion and n and all(v in (0.0, 1.0) for v in values)
     ci = proportion_ci(int(sum(values)), n) if wilson else mean_ci(values, bounds=info.bounds)
     return {"mean": mean, "ci95": list(ci) if ci else None, "n": n, "errors": errors,
-            "higher_is_better": info.higher_is_better, "ci_method": "wilson" if wilson else "student-t"}
+            "higher_is_better": info.higher_is_better, "ci_method": "wilson" if wilson else "student-t",
+            "range": list(info.bounds) if info.bounds else None}
 
 
 @dataclass

@@ -29,19 +29,33 @@ def _ci_text(summary: Mapping[str, Any]) -> str:
 
 
 def _systems_table(comparison: Mapping[str, Any]) -> dict[str, Any]:
+    """One row per metric, one column per system (mean [95% CI] (n)): fits however many metrics there are."""
     systems = comparison.get("systems") or {}
     metrics = list(comparison.get("metrics") or [])
     metrics = [m for m in metrics if any(m in s for s in systems.values())]
-    rows = []
-    for name, summaries in systems.items():
-        rows.append({"cells": [name, *(_ci_text(summaries[m]) if m in summaries else "—" for m in metrics)]})
-    direction = [m for m in metrics if any((s.get(m) or {}).get("higher_is_better") is False for s in systems.values())]
+    lower = {m for m in metrics if any((s.get(m) or {}).get("higher_is_better") is False for s in systems.values())}
+    rows = [{"cells": [f"{m} ({'lower' if m in lower else 'higher'} is better)",
+                       *(_ci_text(summaries[m]) if m in summaries else "—" for summaries in systems.values())]}
+            for m in metrics]
+    unit = [m for m in metrics if all(_in_unit(s.get(m)) for s in systems.values())]
+    other = [m for m in metrics if m not in unit]
     hint = ("Mean per system with its 95% confidence interval and the number of records; errored records count "
             f"as {comparison.get('on_error')} (the gate's error policy).")
-    if direction:
-        hint += f" Lower is better for: {', '.join(direction)}."
-    return {"columns": ["system", *metrics], "rows": rows, "hint": hint, "chart": _chart(systems, metrics),
+    if other:
+        hint += f" Not in the chart (another scale than 0 to 1): {', '.join(other)}."
+    return {"columns": ["metric", *systems], "rows": rows, "hint": hint, "chart": _chart(systems, unit),
             "chart_alt": "Mean of each metric per system, with 95% confidence intervals"}
+
+
+def _in_unit(summary: Mapping[str, Any] | None) -> bool:
+    """Whether a metric is on the 0..1 scale the shared chart axis shows: its range, or (older files) its mean
+    and CI."""
+    if not summary:
+        return True
+    if summary.get("range"):
+        return list(summary["range"]) == [0.0, 1.0]
+    values = [summary.get("mean"), *(summary.get("ci95") or [])]
+    return all(v is None or 0.0 <= v <= 1.0 for v in values)
 
 
 def _chart(systems: Mapping[str, Mapping[str, Any]], metrics: Sequence[str]) -> str | None:
@@ -186,11 +200,13 @@ def build_compare_sections(comparison: Mapping[str, Any],
             what = f"{what} + RAG over {retriever.get('documents')} (top {retriever.get('top_k')}, " \
                    f"{retriever.get('chunks')} chunks, {retriever.get('embedding_model')})"
         overview.append((f"System {name}", f"{d.get('kind')}: {what}"))
-    sections = [Section("overview", "Comparison", "kv", [(k, _plain(v)) for k, v in overview if v is not None])]
-    if comparison.get("require"):
+    sections = []
+    if comparison.get("require"):  # the verdict first
         gate = require_gate(comparison)
         sections.append(Section("require", "Requirements", "gate", gate, badge="PASS" if gate["passed"] else "FAIL",
                                 badge_ok=bool(gate["passed"])))
+    sections.append(Section("overview", "What was compared", "kv",
+                            [(k, _plain(v)) for k, v in overview if v is not None]))
     sections.append(Section("verdicts", "Verdicts", "lines", _verdict_lines(comparison)))
     sections.append(Section("systems", "Systems", "table", _systems_table(comparison)))
     sections.append(Section("pairs", "Pairwise", "table", _pairs_table(comparison)))
