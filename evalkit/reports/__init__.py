@@ -1,7 +1,7 @@
-"""Self-contained HTML reports for evaluation runs.
-
-``render_report(results, records) -> str`` and ``write_report(path, results, records)``; see
-:mod:`evalkit.reports.html`. Rebuild a run's report with ``python -m evalkit.reports.html RUN_DIR``.
+"""Self-contained HTML reports: a run (:mod:`~evalkit.reports.html`), a comparison (``compare_html``), ACR
+audits (``acr_html``) and several finished directories side by side (``multi_html``; ``sources`` reads any
+finished output directory back). ``render_report(results, records) -> str`` and ``write_report(path, results,
+records)`` render one run. From the command line: ``evalkit report RUN_DIR [RUN_DIR ...] -o FILE.html``.
 """
 
 from __future__ import annotations
