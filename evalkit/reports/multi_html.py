@@ -27,7 +27,10 @@ def _what(source: ReportSource) -> dict[str, str]:
         counts = d.get("counts") or {}
         model = d.get("model") or f"precomputed outputs ({d.get('output_field') or 'output field'})"
         errors = counts.get("failed_records", counts.get("errors"))
-        return {"kind": f"evalkit run {d.get('task') or ''}".strip(), "model": _plain(model),
+        status = (d.get("outcome") or {}).get("status")
+        kind = f"evalkit run {d.get('task') or ''}".strip() + (f" ({status})" if status not in (None, "complete")
+                                                               else "")
+        return {"kind": kind, "model": _plain(model),
                 "dataset": f"{dataset.get('path')} ({_fmt_num(dataset.get('n_records'))} records, sha256 "
                            f"{str(dataset.get('sha256'))[:12]})",
                 "created": _plain(d.get("created_at") or "—"),
