@@ -16,7 +16,17 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 from evalkit.atomic import atomic_write_text
-from evalkit.reports.html import Section, _flags, _fmt_num, _gate, _plain, _record_details, _text, render_report
+from evalkit.reports.html import (
+    Section,
+    _flags,
+    _fmt_num,
+    _gate,
+    _plain,
+    _record_details,
+    _text,
+    errored_records,
+    render_report,
+)
 
 
 def _ci_text(summary: Mapping[str, Any]) -> str:
@@ -224,8 +234,11 @@ def render_compare_report(comparison: Mapping[str, Any], records: Mapping[str, S
     header = {"task": f"compare · {comparison.get('task')}",
               "model": " vs ".join(comparison.get("systems") or {}),
               "created_at": comparison.get("created_at"),
-              "counts": {"records": (comparison.get("dataset") or {}).get("n_records")},
+              "counts": {"records": (comparison.get("dataset") or {}).get("n_records"),
+                         "errors": sum(errored_records(r) for r in records.values())},
               "timings": comparison.get("timings")}
+    if comparison.get("require"):
+        header["gate"] = {"passed": bool(comparison.get("passed")), "label": "Requirements"}
     return render_report(header, [], sections=build_compare_sections(comparison, records))
 
 

@@ -426,6 +426,11 @@ def _histogram_png(name: str, values: Sequence[float]) -> str:
     return base64.b64encode(buf.getvalue()).decode("ascii")
 
 
+def errored_records(records: Iterable[Any]) -> int:
+    """Records whose generation failed or that a metric could not score."""
+    return sum(1 for r in records if isinstance(r, Mapping) and (r.get("error") is not None or r.get("score_errors")))
+
+
 def _record_details(rec: Mapping) -> list[tuple[str, str]]:
     """What a reader may want under an answer: retrieved context (RAG) and each metric's explanation (the
     judge's reasoning), as (label, text) pairs."""
@@ -600,12 +605,13 @@ def render_report(results: Mapping, records: Sequence[Mapping], *,
     gate = _dict(results.get("gate"))
     verdict = None
     if isinstance(gate.get("passed"), bool):
-        verdict = ("Gate", "✓ PASSED" if gate["passed"] else "✗ FAILED", "ok" if gate["passed"] else "bad")
+        verdict = (_plain(gate.get("label") or "Gate"), "✓ PASSED" if gate["passed"] else "✗ FAILED",
+                   "ok" if gate["passed"] else "bad")
     stats = [
         verdict or ("", None, ""),
         ("Records", _fmt_num(counts.get("records", len(records))), ""),
         ("Scored", _fmt_num(counts["scored"]) if "scored" in counts else None, ""),
-        ("Errors", _fmt_num(n_errors), "bad" if (_finite(n_errors) or 0) > 0 else ""),
+        ("Records with errors", _fmt_num(n_errors), "bad" if (_finite(n_errors) or 0) > 0 else ""),
         ("Skipped invalid", _fmt_num(counts["skipped_invalid"]) if "skipped_invalid" in counts else None,
          "warn" if (_finite(counts.get("skipped_invalid")) or 0) > 0 else ""),
         ("Total time", _fmt_seconds(total) if total is not None else None, ""),

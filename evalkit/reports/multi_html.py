@@ -16,7 +16,7 @@ from typing import Any
 from evalkit.atomic import atomic_write_text
 from evalkit.reports.acr_html import build_acr_compare_sections, build_acr_sections
 from evalkit.reports.compare_html import build_compare_sections, require_gate
-from evalkit.reports.html import Section, _fmt_num, _fmt_seconds, _gate, _plain, render_report
+from evalkit.reports.html import Section, _fmt_num, _fmt_seconds, _gate, _plain, errored_records, render_report
 from evalkit.reports.sources import ACR, ACR_COMPARE, COMPARE, RUN, ReportSource
 
 
@@ -110,7 +110,8 @@ def render_multi_report(sources: Sequence[ReportSource], comparison: Mapping[str
                         records: Mapping[str, Sequence[Mapping[str, Any]]]) -> str:
     header = {"task": f"report · {len(sources)} output directories",
               "model": " vs ".join(s.label for s in sources),
-              "counts": {"records": sum(len(r) for r in records.values()) if records else None}}
+              "counts": {"records": sum(len(r) for r in records.values()) if records else None,
+                         "errors": sum(errored_records(r) for r in records.values())}}
     return render_report(header, [], sections=build_multi_sections(sources, comparison, records))
 
 
