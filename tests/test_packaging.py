@@ -80,11 +80,11 @@ def test_evalkit_runs_and_gates_without_torch(tmp_path, news_records):
             assert len(proc.stderr.strip().splitlines()) == 1
 
 
-@pytest.mark.parametrize("extra", ["hf", "aws", "fmeval", "dev"])
+@pytest.mark.parametrize("extra", ["hf", "aws", "fmeval", "ray", "dev"])
 def test_every_extra_is_declared(extra):
     import tomllib
 
     project = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
     assert extra in project["optional-dependencies"]
     core = " ".join(project["dependencies"]).lower()
-    assert not any(name in core for name in ("torch", "transformers", "bert-score", "boto3"))
+    assert not any(name in core for name in ("torch", "transformers", "bert-score", "boto3", "ray"))
