@@ -47,8 +47,11 @@ def connect(settings: RaySettings) -> Any:
     from evalkit.extras import require
 
     require(("ray",), "ray", "--ray")
+    import os
+
     import ray
 
+    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")  # workers are forked after tokenizers ran
     if not ray.is_initialized():
         if settings.address:
             ray.init(address=settings.address, include_dashboard=False, log_to_driver=False)
@@ -61,12 +64,12 @@ def connect(settings: RaySettings) -> Any:
 class _RunnerActor:
     """One copy of the runner, on a Ray worker."""
 
-    def __init__(self, spec: str, options: RunnerOptions) -> None:
+    def __init__(self, spec: str, options: RunnerOptions, threads: int) -> None:
         import torch
 
         from evalkit.runners.base import create_runner
 
-        torch.set_num_threads(1)  # a worker owns its CPU share; oversubscribed threads stall on small machines
+        torch.set_num_threads(threads)  # the worker's CPU share: oversubscribed threads stall on small machines
         self.runner = create_runner(spec, options)
 
     def info(self) -> dict[str, Any]:
@@ -93,7 +96,8 @@ class RayPool(Runner):
         ray = connect(settings)
         actor = ray.remote(num_cpus=settings.cpus_per_worker, num_gpus=settings.gpus_per_worker,
                            max_restarts=-1, max_task_retries=-1)(_RunnerActor)
-        self.actors = [actor.remote(spec, options) for _ in range(settings.workers)]
+        threads = max(1, int(settings.cpus_per_worker))
+        self.actors = [actor.remote(spec, options, threads) for _ in range(settings.workers)]
         infos = ray.get([a.info.remote() for a in self.actors])
         if any(i["identity"] != infos[0]["identity"] for i in infos):
             raise UsageError(f"{spec}: the Ray workers resolved different models (their files differ between "
