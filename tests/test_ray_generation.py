@@ -113,3 +113,21 @@ def test_without_ray_nothing_imports_it(dataset, tmp_path):
             "assert code == 0, code; assert 'ray' not in sys.modules, 'ray imported'")
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
     assert done.returncode == 0, done.stderr[-2000:]
+
+
+def test_compare_on_ray_equals_compare_without(local_ray, tiny, dataset, tmp_path):
+    (tmp_path / "compare.yaml").write_text(
+        "task: summarization\n"
+        f"dataset: {{path: {dataset}}}\n"
+        "systems:\n"
+        f"  - {{name: short, model: 'hf:{tiny}', max_new_tokens: 4}}\n"
+        f"  - {{name: long, model: 'hf:{tiny}', max_new_tokens: 8}}\n"
+        "metrics: [rougeL]\n"
+        "generation: {batch_size: 2}\n")
+    args = ["compare", "--config", str(tmp_path / "compare.yaml"), "--no-progress"]
+    assert main([*args, "--output-dir", str(tmp_path / "alone")]) == 0
+    assert main([*args, "--output-dir", str(tmp_path / "pooled"), "--ray", "--ray-cpus-per-worker", "0.5"]) == 0
+    for name in ("short", "long"):
+        assert _records(tmp_path / "pooled" / "systems" / name) == _records(tmp_path / "alone" / "systems" / name)
+    a, b = (json.loads((tmp_path / d / "comparison.json").read_text()) for d in ("alone", "pooled"))
+    assert a["systems"] == b["systems"] and a["pairs"] == b["pairs"]

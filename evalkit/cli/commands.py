@@ -13,6 +13,7 @@ from collections.abc import Sequence
 
 from evalkit import __version__
 from evalkit.cli.argtypes import fraction, positive_float, positive_int
+from evalkit.cli.rayopts import add_ray_options, ray_settings
 from evalkit.errors import EXIT_RUNTIME, EXIT_USAGE, EvalkitError, UsageError
 
 
@@ -82,7 +83,7 @@ def _add_run(commands: argparse._SubParsersAction) -> None:
     _add_call_options(run.add_argument_group(
         "model calls", "how calls are made; remote models (Bedrock, SageMaker) above all. Finished calls are "
                        "kept in OUTPUT_DIR/calls.sqlite and reused by a re-run with the same model and settings"))
-    _add_ray_options(run)
+    add_ray_options(run)
     scoring = run.add_argument_group("scoring")
     scoring.add_argument("--metrics", metavar="NAMES",
                          help="comma-separated metric families (default: rouge,meteor,bertscore; bertscore needs the "
@@ -115,18 +116,6 @@ def _add_run(commands: argparse._SubParsersAction) -> None:
                    "before anything runs"))
 
 
-def _add_ray_options(parser: argparse.ArgumentParser) -> None:
-    ray = parser.add_argument_group("Ray (scale-out; needs evalkit[ray])")
-    ray.add_argument("--ray", nargs="?", const="", default=None, metavar="ADDRESS",
-                     help="generate on a pool of Ray actors, one model each: no ADDRESS starts a local Ray, "
-                          "'auto' joins a running cluster, or give ray://HOST:PORT")
-    ray.add_argument("--ray-workers", type=positive_int, default=2, metavar="N", help="actors (default 2)")
-    ray.add_argument("--ray-cpus-per-worker", type=positive_float, default=1.0, metavar="C",
-                     help="CPUs each actor reserves (default 1; fractions allowed)")
-    ray.add_argument("--ray-gpus-per-worker", type=float, default=0.0, metavar="G",
-                     help="GPUs each actor reserves (default 0; e.g. 1, or 0.5 to share one)")
-
-
 def _add_call_options(group: argparse._ArgumentGroup) -> None:
     group.add_argument("--model-config", metavar="FILE.yaml",
                        help="runner options in a file (generation parameters, concurrency, retries, backend "
@@ -156,20 +145,6 @@ def _metric_families(args: argparse.Namespace) -> tuple[str, ...] | None:
         return tuple(metric_columns(names)[0])
     except KeyError as exc:
         raise UsageError(f"--metrics: {exc.args[0]}") from None
-
-
-def _ray_settings(args: argparse.Namespace, model: object):
-    """RaySettings from --ray and its options; None without --ray (then nothing imports Ray)."""
-    if args.ray is None:
-        return None
-    if model is None:
-        raise UsageError("--ray generates with a model: give --model (precomputed outputs need no Ray)")
-    from evalkit.runners.ray_pool import RaySettings
-
-    settings = RaySettings(address=args.ray or None, workers=args.ray_workers,
-                           cpus_per_worker=args.ray_cpus_per_worker, gpus_per_worker=args.ray_gpus_per_worker)
-    settings.check()
-    return settings
 
 
 def _metric_options(args: argparse.Namespace) -> dict[str, dict[str, object]]:
@@ -340,7 +315,7 @@ def _run(args: argparse.Namespace) -> int:
         bertscore_baseline_path=args.bertscore_baseline_path, progress=not args.no_progress,
         write_report=not args.no_report, truncate=args.truncate, overwrite=args.overwrite,
         use_cache=not args.no_cache, metrics=_metric_families(args), metric_options=_metric_options(args),
-        ray=_ray_settings(args, model),
+        ray=ray_settings(args, model),
     )
     from evalkit.summary_table import format_generation_line, format_metrics_table
 

@@ -19,6 +19,9 @@ def add_compare_command(commands: argparse._SubParsersAction) -> None:
     compare.add_argument("--summary-md", metavar="FILE.md",
                          help="also write a Markdown summary (e.g. $GITHUB_STEP_SUMMARY)")
     compare.add_argument("--no-progress", action="store_true", help="no progress bars")
+    from evalkit.cli.rayopts import add_ray_options
+
+    add_ray_options(compare)  # model systems' generation (hf:) on Ray actors
 
 
 def format_systems_table(comparison: dict) -> str:
@@ -51,11 +54,13 @@ def format_systems_table(comparison: dict) -> str:
 
 
 def main(args: argparse.Namespace) -> int:
+    from evalkit.cli.rayopts import ray_settings
     from evalkit.compare.config import load_compare_config
     from evalkit.compare.run import COMPARISON_FILE, rules_as_gate, run_compare
 
     config = load_compare_config(args.config)
-    result = run_compare(config, output_dir=args.output_dir, progress=not args.no_progress)
+    ray = ray_settings(args, model="systems")
+    result = run_compare(config, output_dir=args.output_dir, progress=not args.no_progress, ray=ray)
     comparison = result.comparison
     print(format_systems_table(comparison))
     print()

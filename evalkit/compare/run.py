@@ -177,7 +177,10 @@ def check_compare(config: CompareConfig, *, output_dir: str | None = None) -> tu
     return data, prepared, families, columns
 
 
-def run_compare(config: CompareConfig, *, output_dir: str | None = None, progress: bool = True) -> CompareResult:
+def run_compare(config: CompareConfig, *, output_dir: str | None = None, progress: bool = True,
+                ray: Any = None) -> CompareResult:
+    """Run, score and compare every system; ``ray`` (RaySettings) generates with local (``hf:``) models on Ray
+    actors, with the same records as without it."""
     from evalkit.atomic import atomic_write_json
     from evalkit.pipeline import prepare_metrics, prepare_output_dir
     from evalkit.progress import quiet_library_progress
@@ -201,7 +204,7 @@ def run_compare(config: CompareConfig, *, output_dir: str | None = None, progres
         runners: dict[tuple[str, str], Any] = {}
         for p in prepared:
             start = time.perf_counter()
-            result = _run_system(config, p, out, [metrics[f] for f in p.families], runners, progress)
+            result = _run_system(config, p, out, [metrics[f] for f in p.families], runners, progress, ray)
             timings[f"system_{p.spec.name}_s"] = round(time.perf_counter() - start, 3)
             runs.append(SystemRun(p.spec.name, {str(r["id"]): r for r in result.records}, result.results["metrics"]))
             system_results[p.spec.name] = result.results
@@ -222,7 +225,7 @@ def run_compare(config: CompareConfig, *, output_dir: str | None = None, progres
 
 
 def _run_system(config: CompareConfig, p: PreparedSystem, out: Path, metrics: list[Any],
-                runners: dict[tuple[str, str], Any], progress: bool):
+                runners: dict[tuple[str, str], Any], progress: bool, ray: Any = None):
     """One system through the pipeline of ``evalkit run``; runners of equal spec and options are shared."""
     from evalkit.pipeline import RunConfig, evaluate
     from evalkit.results import load_run
@@ -236,8 +239,13 @@ def _run_system(config: CompareConfig, p: PreparedSystem, out: Path, metrics: li
         if key not in runners:
             from evalkit.progress import quiet_library_progress
 
-            with quiet_library_progress(not progress):
-                runners[key] = create_runner(p.runner_spec, p.options)
+            if ray is not None and p.runner_spec.startswith("hf:"):
+                from evalkit.runners.ray_pool import RayPool
+
+                runners[key] = RayPool(p.runner_spec, p.options, ray)
+            else:
+                with quiet_library_progress(not progress):
+                    runners[key] = create_runner(p.runner_spec, p.options)
         runner = runners[key]
     run_dir = out / SYSTEMS_DIR / p.spec.name
     run_config = RunConfig(
