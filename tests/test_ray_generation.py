@@ -131,3 +131,10 @@ def test_compare_on_ray_equals_compare_without(local_ray, tiny, dataset, tmp_pat
         assert _records(tmp_path / "pooled" / "systems" / name) == _records(tmp_path / "alone" / "systems" / name)
     a, b = (json.loads((tmp_path / d / "comparison.json").read_text()) for d in ("alone", "pooled"))
     assert a["systems"] == b["systems"] and a["pairs"] == b["pairs"]
+
+
+def test_a_remote_model_on_ray_is_refused_before_anything_starts(dataset, tmp_path, capsys):
+    code = main(["run", "summarization", "--model", "bedrock:anthropic.claude-3-haiku", "--dataset", str(dataset),
+                 "--output-dir", str(tmp_path / "out"), "--ray", "--no-progress"])
+    assert code == 2 and "--ray runs local models" in capsys.readouterr().err
+    assert not (tmp_path / "out").exists()

@@ -20,14 +20,17 @@ def add_ray_options(parser: argparse.ArgumentParser) -> None:
                      help="GPUs each actor reserves (default 0; e.g. 1, or 0.5 to share one)")
 
 
-def ray_settings(args: argparse.Namespace, model: object):
-    """RaySettings from --ray and its options; None without --ray (then nothing imports Ray)."""
+def ray_settings(args: argparse.Namespace, model: str | None = None, *, one_model: bool = True):
+    """RaySettings from --ray and its options; None without --ray (then nothing imports Ray). ``one_model``
+    (evalkit run): the run's ``model`` must be a local model; a comparison checks each system when it runs it."""
     if args.ray is None:
         return None
-    if model is None:
-        raise UsageError("--ray generates with a model: give --model (precomputed outputs need no Ray)")
-    from evalkit.runners.ray_pool import RaySettings
+    from evalkit.runners.ray_pool import RaySettings, check_spec
 
+    if one_model:
+        if model is None:
+            raise UsageError("--ray generates with a model: give --model (precomputed outputs need no Ray)")
+        check_spec(model)  # before anything loads
     settings = RaySettings(address=args.ray or None, workers=args.ray_workers,
                            cpus_per_worker=args.ray_cpus_per_worker, gpus_per_worker=args.ray_gpus_per_worker)
     settings.check()

@@ -41,6 +41,12 @@ class RaySettings:
                 "gpus_per_worker": self.gpus_per_worker}
 
 
+def check_spec(spec: str) -> None:
+    """Only local models run as actor pools; a remote model is already concurrent from one process."""
+    if not str(spec).startswith("hf:"):
+        raise UsageError(f"--ray runs local models (hf:); {spec} is a remote model: raise --concurrency instead")
+
+
 def connect(settings: RaySettings) -> Any:
     """``ray``, connected: the running instance of this process, else the cluster at the address, else a new
     local instance (dashboard off, a bounded object store)."""
@@ -92,6 +98,7 @@ class RayPool(Runner):
 
     def __init__(self, spec: str, options: RunnerOptions, settings: RaySettings) -> None:
         settings.check()
+        check_spec(spec)
         self.spec, self.options, self.settings = spec, options, settings
         ray = connect(settings)
         actor = ray.remote(num_cpus=settings.cpus_per_worker, num_gpus=settings.gpus_per_worker,
@@ -102,8 +109,6 @@ class RayPool(Runner):
         if any(i["identity"] != infos[0]["identity"] for i in infos):
             raise UsageError(f"{spec}: the Ray workers resolved different models (their files differ between "
                              "machines); give every worker the same model")
-        if not infos[0]["batched"]:
-            raise UsageError(f"--ray runs local models (hf:); {spec} is a remote runner: raise --concurrency instead")
         self._info = infos[0]
 
     def identity(self) -> dict[str, Any]:
