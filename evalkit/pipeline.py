@@ -465,12 +465,16 @@ def _generate(config: RunConfig, samples: list[Sample], prompts: list[str | None
                 for s, p in zip(samples, prompts, strict=True)]
     stats = ExecutionStats()
     start = time.perf_counter()
-    with RunStore(output_dir) as store:
-        earlier = store.other_identities(runner.spec, identity_fp)
-        results = execute(runner, requests, store=store, use_cache=config.use_cache, progress=config.progress,
-                          stats=stats)
-        describe = runner.describe()
-        store.remember_runner(runner.spec, identity_fp, identity, describe)
+    try:
+        with RunStore(output_dir) as store:
+            earlier = store.other_identities(runner.spec, identity_fp)
+            results = execute(runner, requests, store=store, use_cache=config.use_cache, progress=config.progress,
+                              stats=stats)
+            describe = runner.describe()
+            store.remember_runner(runner.spec, identity_fp, identity, describe)
+    finally:
+        if config.ray is not None and not isinstance(config.model, Runner):
+            runner.close()  # the pool's actors (and their models) go as soon as generation ends
     timings["generation_s"] = round(time.perf_counter() - start, 3)
     changed = None
     if earlier:
