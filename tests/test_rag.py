@@ -171,3 +171,23 @@ def test_agreement_is_spearman_and_quadratic_weighted_kappa():
     weights = (np.array(cats)[:, None] - np.array(cats)[None, :]) ** 2
     assert result.weighted_kappa == pytest.approx(1 - (weights * observed).sum() / (weights * expected).sum())
     assert agreement([1, 2], [1, 2]).spearman is None  # too few pairs: no statistic, not a guess
+
+
+def test_line_and_paragraph_separators_inside_documents_are_text_not_line_breaks(tmp_path, monkeypatch):
+    """U+2028, U+2029 and U+0085 inside a JSONL string or a markdown line stay in the text: JSONL lines and
+    markdown lines end at \\n only, and the index cache reads its chunks back (not rebuilt every time)."""
+    monkeypatch.setenv("EVALKIT_CACHE_DIR", str(tmp_path / "cache"))
+    kb = tmp_path / "kb"
+    kb.mkdir()
+    odd = "first\u2028second\u2029third\u0085fourth"
+    write_jsonl(kb / "faq.jsonl", [{"id": "a", "text": f"The dock is black. {odd}"}, {"id": "b", "text": "Port 8443."}])
+    (kb / "page.md").write_text(f"# Title {odd}\n\nBody {odd} ends here.\n", encoding="utf-8")
+    documents = {d.id: d for d in load_documents(kb)}
+    assert set(documents) == {"faq.jsonl#a", "faq.jsonl#b", "page.md"}
+    assert odd in documents["faq.jsonl#a"].text and documents["page.md"].title == f"Title {odd}"
+    assert markdown_sections(documents["page.md"].text) == [(f"Title {odd}", f"Body {odd} ends here.")]
+    spec = RetrieverSpec(str(kb), top_k=1, chunk_size=200, chunk_overlap=0)
+    first = Retriever(spec, device="cpu", progress=False)
+    again = Retriever(spec, device="cpu", progress=False)
+    assert again.built_s is None and [c.text for c in again.chunks] == [c.text for c in first.chunks]
+    assert any(odd in c.text for c in again.chunks)

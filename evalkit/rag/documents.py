@@ -18,6 +18,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from evalkit.errors import InputError
+from evalkit.jsonl import split_lines
 
 TEXT_SUFFIXES = {".txt": "text", ".md": "markdown", ".markdown": "markdown", ".jsonl": "jsonl"}
 _SEPARATORS = ("\n\n", "\n", ". ", "? ", "! ", "; ", ", ", " ")
@@ -83,7 +84,7 @@ def load_documents(directory: str | Path) -> list[Document]:
 
 def _jsonl_documents(file: Path, relative: str, text: str) -> Iterator[Document]:
     seen: dict[str, int] = {}
-    for line_no, line in enumerate(text.splitlines(), start=1):
+    for line_no, line in split_lines(text):  # JSONL lines end at \n only: U+2028 in a string is text
         if not line.strip():
             continue
         try:
@@ -106,7 +107,7 @@ def _jsonl_documents(file: Path, relative: str, text: str) -> Iterator[Document]
 
 
 def _markdown_title(text: str) -> str | None:
-    for line in text.splitlines():
+    for _, line in split_lines(text):
         match = _HEADING.match(line)
         if match:
             return match.group(2)
@@ -118,7 +119,7 @@ def markdown_sections(text: str) -> list[tuple[str, str]]:
     sections: list[tuple[str, list[str]]] = [("", [])]
     path: list[tuple[int, str]] = []
     in_code = False
-    for line in text.splitlines():
+    for _, line in split_lines(text):
         if line.lstrip().startswith("```"):
             in_code = not in_code
         match = None if in_code else _HEADING.match(line)

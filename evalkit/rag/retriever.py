@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import Any
 
 from evalkit.errors import UsageError
+from evalkit.jsonl import dumps, split_lines
 from evalkit.rag.documents import Chunk, chunk_documents, document_files, load_documents
 
 DEFAULT_RAG_TEMPLATE = """Answer the question using the context below. If the context does not contain the answer, \
@@ -108,8 +109,8 @@ class Retriever:
         path = self.cache_path
         if (path / "meta.json").is_file():
             try:
-                chunks = [Chunk(**json.loads(line)) for line in
-                          (path / "chunks.jsonl").read_text(encoding="utf-8").splitlines()]
+                chunks = [Chunk(**json.loads(line)) for _, line in
+                          split_lines((path / "chunks.jsonl").read_text(encoding="utf-8"))]
                 index = faiss.read_index(str(path / "index.faiss"))
                 if index.ntotal == len(chunks):
                     return chunks, index
@@ -132,7 +133,7 @@ class Retriever:
         try:
             faiss.write_index(index, str(staging / "index.faiss"))
             (staging / "chunks.jsonl").write_text(
-                "".join(json.dumps(c.to_dict(), ensure_ascii=False) + "\n" for c in chunks), encoding="utf-8")
+                "".join(dumps(c.to_dict()) + "\n" for c in chunks), encoding="utf-8")
             meta = {**self.describe(), "chunks": len(chunks)}
             (staging / "meta.json").write_text(json.dumps(meta, indent=2), encoding="utf-8")
             if path.exists():
