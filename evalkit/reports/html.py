@@ -48,10 +48,6 @@ SMALL_N = 10  # below this many records a metric's interval gets a caveat
 _METRIC_ORDER = ("rouge1", "rouge2", "rougeL", "rougeLsum", "meteor", "bertscore",
                  "bertscore_precision", "bertscore_recall")
 
-# Canonical count keys, shown first and with friendly labels.
-_COUNT_LABELS = {"records": "Records", "scored": "Scored", "errors": "Errors",
-                 "skipped_invalid": "Skipped invalid"}
-
 
 @dataclass(frozen=True)
 class Section:
