@@ -50,6 +50,7 @@ bench: $(STAMP)
 	$(BIN)/python benchmarks/bench_generation.py
 	$(BIN)/python benchmarks/bench_compare.py
 	$(BIN)/python benchmarks/bench_report.py
+	$(BIN)/python benchmarks/bench_ray.py
 
 # examples/domain-qa: fine-tune SmolLM2 with LoRA, then compare baseline, fine-tuned and RAG (about 11 minutes).
 # compare exits 1 when a require rule fails; that is a result here, not a broken run.

@@ -67,13 +67,16 @@ def evaluate_task(
     Pass ``output_field`` instead of ``model`` to score outputs already in the dataset. ``truncate`` cuts
     the input of a prompt too long for the model's context (else that record is an error); ``overwrite``
     replaces a finished run of other settings in ``output_dir`` (else it is refused); ``use_cache=False``
-    calls the model again for records the run store holds. ``metric_options`` gives options per metric
+    calls the model and scores again for records the run store holds. ``metric_options`` gives options per metric
     family, e.g. ``{"judge": {"model": "hf:smollm2"}, "semantic_similarity": {"model": "path/to/embedder"}}``.
 
     Runner options come from ``runner_options`` (a ready :class:`RunnerOptions`), or are built from
     ``model_config`` (a YAML file, see :mod:`evalkit.runners.config`), the arguments above and
     ``call_options`` -- any other :class:`RunnerOptions` field, e.g. ``concurrency=8, max_rps=5,
     temperature=0.2, backend={"content_template": ...}``.
+
+    ``ray``: an :class:`evalkit.raycluster.RaySettings` (address, workers, CPUs and GPUs per worker) runs
+    generation and scoring on a Ray cluster, with the same records (``evalkit run --ray``).
     """
     task = TASKS.get(task_name)
     if runner_options is None:

@@ -13,7 +13,6 @@ import contextlib
 import datetime as dt
 import importlib.metadata as md
 import json
-import math
 import platform
 import re
 import sys
@@ -35,7 +34,7 @@ from evalkit.rag.retriever import RetrieverSpec
 from evalkit.results import RECORDS_FILE, REPORT_FILE, RESULTS_FILE, RunResult
 from evalkit.runners.base import Result, Runner, RunnerOptions
 from evalkit.runners.store import run_lock
-from evalkit.scoring.base import Item, Metric, Score, build_metrics
+from evalkit.scoring.base import Item, Metric, build_metrics
 from evalkit.statistics.summary import summarize
 from evalkit.tasks import TASKS, Task
 
@@ -69,7 +68,7 @@ class RunConfig:
     write_report: bool = True
     truncate: bool = False  # cut the input of a prompt longer than the model's context, instead of an error
     overwrite: bool = False  # replace a finished run of other settings in output_dir
-    use_cache: bool = True  # reuse finished calls from the run store (False: call again, still store)
+    use_cache: bool = True  # reuse finished calls and scores from the run store (False: again, still store)
     metrics: tuple[str, ...] | None = None  # metric families; None: the task's
     retriever: RetrieverSpec | None = None  # a RAG system: retrieve context for each record, then generate
     outputs: PrecomputedOutputs | None = None  # outputs from another file, matched to the records by id
@@ -112,6 +111,10 @@ def evaluate(config: RunConfig, *, metrics: list[Metric] | None = None) -> RunRe
         from evalkit.scoring.base import check_metrics
 
         check_metrics(_families(config, task), metric_options)
+    if config.ray is not None:
+        from evalkit.raycluster import check_cluster
+
+        check_cluster(config.ray)
     data = load_dataset(config.dataset, skip_invalid=config.skip_invalid, max_samples=config.max_samples,
                         seed=config.seed, progress=config.progress)
     settings = run_settings(config, task, template, data, metric_options)
@@ -176,8 +179,14 @@ def _run(config: RunConfig, task: Task, template: str, data: LoadedDataset, sett
             outputs = [s.model_output for s in data.samples]
             errors = [None] * len(outputs)
 
+    elsewhere = None
+    if config.ray is not None:
+        from evalkit.scoring.base import DatasetView
+        from evalkit.scoring.on_ray import RayScoring
+
+        elsewhere = RayScoring(config.ray, metric_options, DatasetView(data.all_references, data.all_inputs))
     scored = score_records(metrics, data.samples, outputs, errors, config.progress, output_dir=output_dir,
-                           retrieved=retrieved)
+                           retrieved=retrieved, elsewhere=elsewhere, reuse=config.use_cache)
     timings.update(scored.timings)
     scores, score_errors = scored.scores, scored.errors
     records = [_record(*row) for row in zip(data.samples, prompts, outputs, errors, scores, score_errors, calls,
@@ -216,6 +225,7 @@ def _run(config: RunConfig, task: Task, template: str, data: LoadedDataset, sett
         "prompt_template": template if config.model else None,
         "metric_settings": scored.settings,
         "scoring_calls": scored.calls or None,
+        "scoring_store": scored.stored or None,
         "runner": runner_info,
         "outputs": config.outputs.source if config.outputs is not None else None,
         "retriever": retrieval_info,
@@ -449,11 +459,11 @@ def _generate(config: RunConfig, samples: list[Sample], prompts: list[str | None
     timings: dict[str, float] = {}
     start = time.perf_counter()
     options = replace(config.runner, progress=False, seed=config.seed, truncate=config.truncate)
+    if config.ray is not None:
+        from evalkit.runners.ray_pool import RayPool
     if isinstance(config.model, Runner):
         runner = config.model
     elif config.ray is not None:
-        from evalkit.runners.ray_pool import RayPool
-
         runner = RayPool(config.model, options, config.ray)
     else:
         with quiet_library_progress(not config.progress):
@@ -473,8 +483,8 @@ def _generate(config: RunConfig, samples: list[Sample], prompts: list[str | None
             describe = runner.describe()
             store.remember_runner(runner.spec, identity_fp, identity, describe)
     finally:
-        if config.ray is not None and not isinstance(config.model, Runner):
-            runner.close()  # the pool's actors (and their models) go as soon as generation ends
+        if config.ray is not None and isinstance(runner, RayPool):
+            runner.close()  # the actors (and their models) go as soon as generation ends: scoring needs the CPUs
     timings["generation_s"] = round(time.perf_counter() - start, 3)
     changed = None
     if earlier:
@@ -488,48 +498,6 @@ def _generate(config: RunConfig, samples: list[Sample], prompts: list[str | None
 
 # ------------------------------------------------------------------------------------------------
 # score
-
-
-def _finite_or_error(value: Any) -> tuple[float | None, str | None]:
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
-        return None, f"the metric returned {value!r}, not a finite number"
-    return float(value), None
-
-
-def score_isolated(metric: Metric, items: list[Item], progress: bool) -> dict[str, list[Score]]:
-    """Every column of ``metric`` per item. A batch that raises is scored item by item, so one record the
-    metric cannot handle never costs the others their scores; a value that is not a finite number is an
-    error. A record with an error in any column of the metric has an error (and no value) in all of them."""
-    n = len(items)
-    columns: dict[str, list[Score]] = {c: [Score() for _ in range(n)] for c in metric.columns}
-    errors: list[str | None] = [None] * n
-    try:
-        batches = [(list(range(n)), metric.score_items(items, progress=progress))]
-    except Exception:
-        batches = []
-        for i in range(n):
-            try:
-                batches.append(([i], metric.score_items([items[i]], progress=False)))
-            except Exception as exc:
-                errors[i] = _error_text(exc)
-    for indexes, result in batches:
-        for column in metric.columns:
-            scores = result.get(column)
-            if not isinstance(scores, list) or len(scores) != len(indexes):
-                raise RuntimeFailure(f"metric {metric.name} returned {column} for "
-                                     f"{len(scores) if isinstance(scores, list) else 'no'} of {len(indexes)} records")
-            for i, score in zip(indexes, scores, strict=True):
-                problem = score.error
-                if problem is None:
-                    value, problem = _finite_or_error(score.value)
-                    score = Score(value, score.explanation)
-                columns[column][i] = score
-                errors[i] = errors[i] or problem
-    for i, error in enumerate(errors):
-        if error is not None:
-            for column in metric.columns:
-                columns[column][i] = Score(None, columns[column][i].explanation, error)
-    return columns
 
 
 def metric_items(samples: Sequence[Sample], outputs: Sequence[str],
@@ -552,34 +520,42 @@ class Scored:
     settings: dict[str, Any]
     timings: dict[str, float]
     calls: dict[str, dict[str, int]] = field(default_factory=dict)  # model calls of metrics that make them
+    stored: dict[str, dict[str, int]] = field(default_factory=dict)  # per metric: scores reused, records scored
 
 
 def score_records(metrics: list[Metric], samples: Sequence[Sample], outputs: Sequence[str | None],
                   errors: Sequence[str | None], progress: bool,
-                  retrieved: Sequence[Sequence[Any] | None] | None = None, output_dir: Path | None = None) -> Scored:
-    """Score every record whose generation succeeded, with every metric. Metrics that call a model (a judge)
-    keep their calls in the run store of ``output_dir``, so a re-run reuses them."""
+                  retrieved: Sequence[Sequence[Any] | None] | None = None, output_dir: Path | None = None,
+                  elsewhere: Any = None, reuse: bool = True) -> Scored:
+    """Score every record whose generation succeeded, with every metric, chunk by chunk
+    (:mod:`evalkit.scoring.chunks`). With ``output_dir`` every chunk's scores and every call of a metric that
+    calls a model (a judge) are kept in its run store, so a re-run reuses them. ``elsewhere`` scores the
+    chunks on Ray (:class:`~evalkit.scoring.on_ray.RayScoring`); ``reuse=False`` scores stored records again."""
     from evalkit.runners.store import RunStore
-    from evalkit.scoring.base import RUNNER
 
     ok = [i for i, e in enumerate(errors) if e is None]
     retrieved = retrieved if retrieved is not None else [None] * len(samples)
     items = metric_items([samples[i] for i in ok], [outputs[i] or "" for i in ok], [retrieved[i] for i in ok])
+    ids = [samples[i].id for i in ok]
     scored = Scored([{} for _ in samples], [{} for _ in samples], [{} for _ in samples], {}, {})
-    calls_model = output_dir is not None and any(RUNNER in m.needs for m in metrics)
-    with RunStore(output_dir) if calls_model else contextlib.nullcontext() as store:
+    with RunStore(output_dir) if output_dir is not None else contextlib.nullcontext() as store:
         for metric in metrics:
             metric.use_store(store)
-            _score_metric(metric, items, ok, scored, progress)
+            _score_metric(metric, items, ids, ok, scored, progress, store, elsewhere, reuse)
     scored.timings["scoring_s"] = round(sum(scored.timings.values()), 3)
     scored.settings = {m.name: m.settings() for m in metrics}
     scored.calls = {m.name: stats for m in metrics if (stats := m.call_stats()) is not None}
     return scored
 
 
-def _score_metric(metric: Metric, items: list[Item], ok: list[int], scored: Scored, progress: bool) -> None:
+def _score_metric(metric: Metric, items: list[Item], ids: list[str], ok: list[int], scored: Scored, progress: bool,
+                  store: Any, elsewhere: Any, reuse: bool) -> None:
+    from evalkit.scoring.chunks import score_metric
+
     start = time.perf_counter()
-    for column, column_scores in score_isolated(metric, items, progress).items():
+    counts = scored.stored.setdefault(metric.name, {"reused": 0, "scored": 0})
+    for column, column_scores in score_metric(metric, items, ids, store=store, progress=progress,
+                                              elsewhere=elsewhere, counts=counts, reuse=reuse).items():
         for position, i in enumerate(ok):
             score = column_scores[position]
             if score.error is not None:

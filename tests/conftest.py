@@ -28,6 +28,16 @@ def minilm_dir() -> str:
     return str(minilm_model_dir())
 
 
+@pytest.fixture(scope="session")
+def local_ray():
+    """One small local Ray for the whole session: 2 CPUs, no dashboard, a bounded object store; always shut down.
+    Tests that need it import Ray only through this fixture."""
+    ray = pytest.importorskip("ray")
+    ray.init(num_cpus=2, include_dashboard=False, object_store_memory=200 * 1024 * 1024, log_to_driver=False)
+    yield ray
+    ray.shutdown()
+
+
 @pytest.fixture(scope="module")
 def tiny():
     """(model, tokenizer): the small Llama trained in seconds to memorize a few quotes (tests/acr_models.py).

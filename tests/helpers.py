@@ -44,3 +44,28 @@ def build_tiny_causal_lm(directory: Path, *, seed: int = 0, chat_template: bool 
     model.save_pretrained(directory)
     tokenizer.save_pretrained(directory)
     return directory
+
+
+class SlowEcho:
+    """A Ray actor's object for pool tests: ``work(x)`` returns ``(x * 2, pid)`` after a short pause."""
+
+    def __init__(self, pause_s: float = 0.2) -> None:
+        self.pause_s = pause_s
+
+    def work(self, x: int) -> tuple[int, int]:
+        import os
+        import time
+
+        time.sleep(self.pause_s)
+        return x * 2, os.getpid()
+
+
+def scored_outputs(news_records: list[dict], n: int) -> list[dict]:
+    """``n`` records with a reference summary and an output to score (a cut of the document, of varying length)."""
+    rows = []
+    for i in range(n):
+        record = news_records[i % len(news_records)]
+        words = record["document"].split()
+        rows.append({"id": f"s{i:04d}", "document": record["document"], "summary": record["summary"],
+                     "output": " ".join(words[i % 7: i % 7 + 20 + i % 23])})
+    return rows

@@ -168,6 +168,37 @@ def test_resume_refuses_rows_made_with_another_resolved_dtype(models, first_run,
     assert _rows(out) == rows  # nothing mixed in
 
 
+def test_run_on_ray_equals_the_single_process_run_and_resumes(models, first_run, tmp_path):
+    """--ray: one target per call on two Ray actors (a local Ray the command starts). Rows are appended in the
+    order targets finish and equal the single-process rows; a cut file resumes on Ray like any other."""
+    pytest.importorskip("ray")
+    trained, _, targets_path, _ = models
+    full, _ = first_run
+
+    def by_target(rows: list[dict]) -> dict[str, dict]:
+        return {r["target"]: r for r in _stable(rows)}
+
+    out = tmp_path / "ray"
+    ray = ["--ray", "--ray-workers", "2", "--ray-cpus-per-worker", "1"]
+    proc = _cli("acr", "run", "--model", f"hf:{trained}", "--targets", targets_path, "--output-dir", out, *KNOBS, *ray)
+    assert proc.returncode == 0, proc.stderr
+    assert by_target(_rows(out)) == by_target(_rows(full)) and len(_rows(out)) == len(_rows(full))
+    summary, reference = (json.loads((d / "summary.json").read_text()) for d in (out, full))
+    assert summary["runner"]["ray"] == {"address": "local", "workers": 2, "cpus_per_worker": 1.0,
+                                        "gpus_per_worker": 0.0}
+    assert summary["config_fingerprint"] == reference["config_fingerprint"]  # the same run, resumable either way
+    assert (summary["memorized"], summary["found"]) == (reference["memorized"], reference["found"])
+
+    lines = (out / "results.jsonl").read_text(encoding="utf-8").splitlines(keepends=True)
+    (out / "results.jsonl").write_text("".join(lines[:2]), encoding="utf-8")
+    again = _cli("acr", "run", "--model", f"hf:{trained}", "--targets", targets_path, "--output-dir", out, *KNOBS,
+                 *ray)
+    assert again.returncode == 0, again.stderr
+    summary = json.loads((out / "summary.json").read_text())
+    assert (summary["resumed"], summary["computed"]) == (2, len(lines) - 2)
+    assert by_target(_rows(out)) == by_target(_rows(full))
+
+
 def test_run_without_the_screen_finds_the_same_memorized_targets(models, first_run, tmp_path):
     """--screen-dtype none scores candidates with the float32 model itself; the memorized quotes are still
     found with verified prompts, and nothing is re-checked."""

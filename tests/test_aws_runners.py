@@ -120,6 +120,43 @@ def test_every_record_completes_through_faults_and_fatal_errors_are_not_retried(
     assert len({c.prompt for c in server.state.calls[before:]}) == len(FAULTY)
 
 
+def test_on_ray_the_same_calls_run_under_one_rate_limit(server, aws_env, tmp_path, news_records):
+    """--ray with a remote model: calls run on two Ray actors (a local Ray the command starts), every attempt
+    still starts in the driver's executor: the same retries, the same records, one --max-rps for all."""
+    pytest.importorskip("ray")
+    data = _dataset(tmp_path, news_records, FAULTY)
+    config = tmp_path / "model.yaml"
+    config.write_text(f"model: bedrock:{CLAUDE}\nmax_new_tokens: 32\n{FAST_RETRIES}")
+    out = tmp_path / "run"
+    before = len(server.state.calls)
+    proc = _cli(aws_env, "run", "summarization", "--model-config", config, "--dataset", data, "--output-dir", out,
+                "--timeout", "1", "--concurrency", "4", "--max-rps", "20", "--no-progress", "--no-report",
+                "--ray", "--ray-workers", "2")
+    assert proc.returncode == 0, proc.stderr
+    calls = server.state.calls[before:]
+    records = _records(out)
+    assert [r["id"] for r in records] == [f"r{i:02d}" for i in range(len(FAULTY))]
+    by_id = {r["id"]: r["generation"] for r in records}
+    assert by_id["r01"]["attempts"] == 6 and by_id["r02"]["attempts"] == 3 and by_id["r03"]["attempts"] == 3
+    assert by_id["r06"]["attempts"] == 1 and records[6]["generation"]["error_kind"] == "fatal"
+    assert records[7]["error"].startswith("ValidationException (HTTP 400)")  # classified inside the actor
+    for record, document in zip(records, FAULTY, strict=True):
+        if record["error"] is None:
+            assert record["model_output"] == answer(TEMPLATE.replace("$model_input", document))
+    assert len(calls) == sum(g["attempts"] for g in by_id.values())  # every request sent is counted
+    times = sorted(c.time for c in calls)
+    assert min(b - a for a, b in zip(times, times[1:], strict=False)) >= 1 / 20 - 0.02  # one limit for all
+    results = json.loads((out / "results.json").read_text())
+    assert results["runner"]["ray"]["workers"] == 2 and results["generation"]["called"] == 12
+    assert results["runner"]["identity"]["model_id"] == CLAUDE
+    # the run store is keyed on what ran, not where: without Ray the same command reuses every finished call
+    before = len(server.state.calls)
+    again = _cli(aws_env, "run", "summarization", "--model-config", config, "--dataset", data, "--output-dir", out,
+                 "--timeout", "1", "--no-progress", "--no-report")
+    assert again.returncode == 0, again.stderr
+    assert len(server.state.calls[before:]) == 2 and "10 reused from the run store" in again.stdout
+
+
 def test_a_killed_run_resumes_with_zero_repeated_calls(server, aws_env, tmp_path, news_records):
     documents = [f"record number {i} with some words to summarize" for i in range(24)]
     data = _dataset(tmp_path, news_records, documents)

@@ -20,14 +20,6 @@ GENERATION = ["--max-new-tokens", "8", "--batch-size", "2", "--no-progress", "--
 
 
 @pytest.fixture(scope="module")
-def local_ray():
-    """One small local Ray for the module: 2 CPUs, no dashboard, a bounded object store; always shut down."""
-    ray.init(num_cpus=2, include_dashboard=False, object_store_memory=200 * 1024 * 1024, log_to_driver=False)
-    yield ray
-    ray.shutdown()
-
-
-@pytest.fixture(scope="module")
 def tiny(tmp_path_factory) -> Path:
     return build_tiny_causal_lm(tmp_path_factory.mktemp("tiny"))
 
@@ -64,15 +56,17 @@ def test_ray_run_equals_the_single_process_run(local_ray, tiny, dataset, tmp_pat
 
 
 def test_an_actor_killed_mid_run_loses_and_repeats_nothing(local_ray, tiny, tmp_path):
+    from evalkit.raycluster import RaySettings
     from evalkit.runners.base import Request, RunnerOptions, create_runner
     from evalkit.runners.executor import execute
-    from evalkit.runners.ray_pool import RayPool, RaySettings
+    from evalkit.runners.ray_pool import RayPool
     from evalkit.runners.store import RunStore
 
     options = RunnerOptions(batch_size=2, max_new_tokens=6, progress=False)
     words = "river bridge school market museum".split()
-    prompts = [f"the city council said the {w} was new in {words[i % 3]} year" for i, w in enumerate(words * 4)]
-    prompts = [f"{p} {'the ' * i}" for i, p in enumerate(prompts)]  # 20 distinct prompts: 3 lists of 8
+    prompts = [f"the city council said the {w} was new in {words[i % 3]} year" for i, w in enumerate(words * 8)]
+    prompts = [f"{p} {'the ' * (i % 20)}{i}" for i, p in enumerate(prompts)]  # 40 distinct prompts: 3 lists
+    # (of 4 batches of 2 per actor: 16, 16 and 8)
 
     class KilledOnce(RayPool):
         calls = 0
@@ -80,9 +74,9 @@ def test_an_actor_killed_mid_run_loses_and_repeats_nothing(local_ray, tiny, tmp_
         def call_batch(self, requests):
             self.calls += 1
             if self.calls == 2:  # the second list: one actor dies with its share in flight
-                victim = self.actors[0]
+                victim = self.pool.actors[0]
                 pid = ray.get(victim.pid.remote())
-                refs = [a.call_batch.remote(list(requests)[i::2]) for i, a in enumerate(self.actors)]
+                refs = [a.call.remote("call_batch", list(requests)[i::2]) for i, a in enumerate(self.pool.actors)]
                 ray.kill(victim, no_restart=False)
                 parts = ray.get(refs)  # Ray restarts the actor and runs its share again
                 assert ray.get(victim.pid.remote()) != pid
@@ -131,10 +125,3 @@ def test_compare_on_ray_equals_compare_without(local_ray, tiny, dataset, tmp_pat
         assert _records(tmp_path / "pooled" / "systems" / name) == _records(tmp_path / "alone" / "systems" / name)
     a, b = (json.loads((tmp_path / d / "comparison.json").read_text()) for d in ("alone", "pooled"))
     assert a["systems"] == b["systems"] and a["pairs"] == b["pairs"]
-
-
-def test_a_remote_model_on_ray_is_refused_before_anything_starts(dataset, tmp_path, capsys):
-    code = main(["run", "summarization", "--model", "bedrock:anthropic.claude-3-haiku", "--dataset", str(dataset),
-                 "--output-dir", str(tmp_path / "out"), "--ray", "--no-progress"])
-    assert code == 2 and "--ray runs local models" in capsys.readouterr().err
-    assert not (tmp_path / "out").exists()

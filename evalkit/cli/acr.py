@@ -24,6 +24,7 @@ from pathlib import Path
 from typing import Any
 
 from evalkit.cli.argtypes import non_negative_int, positive_int
+from evalkit.cli.rayopts import add_ray_options, ray_settings
 from evalkit.errors import UsageError
 from evalkit.summary_table import acr_budget_text, text_table
 
@@ -105,6 +106,7 @@ def add_acr_commands(commands: argparse._SubParsersAction) -> None:
     run.add_argument("--model", required=True, help="model spec: hf:smollm2, hf:<id or local path>")
     run.add_argument("--output-dir", required=True, metavar="DIR", help="run directory (re-use it to resume)")
     _add_common(run)
+    add_ray_options(run, "search the targets on Ray actors, one model each and one target per call")
     compare = actions.add_parser("compare", help="ACR and completion test of two models, target by target",
                                  description="Run ACR for model A and model B (e.g. original vs unlearned) "
                                              "on the same targets; memorized A vs B with an exact McNemar test, "
@@ -161,17 +163,62 @@ def _load_targets(args: argparse.Namespace) -> list[str]:
     return targets[: args.max_targets] if args.max_targets else targets
 
 
-def _load_model(spec: str, args: argparse.Namespace):
+def _runner_options(args: argparse.Namespace):
+    from evalkit.runners.base import RunnerOptions
+
+    return RunnerOptions(device=args.device, dtype=args.dtype, use_chat_template=args.chat_template, seed=args.seed,
+                         progress=not args.no_progress)
+
+
+def _load_model(spec: str, options: Any):
     """The runner for ``spec``; refuses anything without a local, differentiable model."""
     _check_spec(spec)
-    from evalkit.runners.base import RunnerOptions, create_runner
+    from evalkit.runners.base import create_runner
 
-    runner = create_runner(spec, RunnerOptions(device=args.device, dtype=args.dtype,
-                                               use_chat_template=args.chat_template, seed=args.seed,
-                                               progress=not args.no_progress))
+    runner = create_runner(spec, options)
     if getattr(runner, "model", None) is None or getattr(runner, "tokenizer", None) is None:
         raise UsageError(f"{NEEDS_GRADIENTS}; {spec!r} has no local model")
     return runner
+
+
+def _resolved(runner: Any, config: Any) -> dict[str, Any]:
+    """What really runs: "auto" dtypes, devices and screens resolve differently on other machines, and their
+    results must not be mixed on resume."""
+    from acr.gcg import screen_dtype_for
+
+    screen = screen_dtype_for(runner.model, config.screen_dtype)
+    return {"dtype": str(runner.model.dtype).removeprefix("torch."), "device": str(runner.device),
+            "screen_dtype": None if screen is None else str(screen).removeprefix("torch.")}
+
+
+class _Searcher:
+    """One model for ACR searches, inside a Ray actor (``evalkit acr run --ray``): one target per call."""
+
+    def __init__(self, spec: str, options: Any, config: Any) -> None:
+        self.spec, self.config = spec, config
+        self.runner = _load_model(spec, options)
+
+    def info(self) -> dict[str, Any]:
+        describe = self.runner.describe() if callable(getattr(self.runner, "describe", None)) else {"spec": self.spec}
+        return {"model_id": _model_id(self.runner, self.spec), "resolved": _resolved(self.runner, self.config),
+                "describe": describe}
+
+    def validate(self, targets: list[str], path: str) -> tuple[int, dict[str, Any] | None]:
+        """(targets shorter than the prompt cap, None), or (0, the InputError's fields)."""
+        from evalkit.errors import InputError
+
+        try:
+            return _validate_targets(self.runner, targets, self.config, path), None
+        except InputError as error:
+            return 0, {"message": error.reason, "path": error.path, "field": error.field}
+
+    def compute(self, target: str) -> dict[str, Any]:
+        from acr import compute_acr_many
+
+        model_id = _model_id(self.runner, self.spec)
+        (result,) = compute_acr_many(self.runner.model, self.runner.tokenizer, [target], self.config,
+                                     progress=False, model_name=model_id)
+        return result.to_dict()
 
 
 def _model_id(runner: Any, spec: str) -> str:
@@ -183,8 +230,38 @@ def _model_id(runner: Any, spec: str) -> str:
     return spec
 
 
-def _validate_targets(runner: Any, targets: list[str], config: Any, path: str) -> None:
-    """Every target must encode to tokens and fit the model's context with a one-token prompt."""
+def _searchers(spec: str, args: argparse.Namespace, config: Any, ray: Any, targets: list[str]):
+    """``ray.workers`` searchers as Ray actors, the targets checked by the first (exit 2 on a bad one)."""
+    from evalkit.errors import InputError
+    from evalkit.raycluster import ActorPool
+
+    pool = ActorPool(_Searcher, (spec, _runner_options(args), config), ray)
+    short, problem = pool.call_on(0, "validate", targets, str(args.targets))
+    if problem is not None:
+        pool.close()
+        raise InputError(problem["message"], path=problem["path"], field=problem["field"])
+    _note_short_targets(short, config)
+    return pool
+
+
+def _search_on_ray(pool: Any, todo: list[str], keep: Any, *, progress: bool) -> None:
+    """One target per Ray call, each kept (appended to results.jsonl) the moment it returns; then the
+    actors and their models are freed."""
+    from evalkit.progress import progress_counter
+
+    bar = progress_counter(len(todo), desc="ACR (Ray)", enabled=progress and bool(todo))
+    try:
+        for _, row in pool.map_unordered("compute", todo):
+            keep(row)
+            bar.update(1)
+    finally:
+        bar.close()
+        pool.close()
+
+
+def _validate_targets(runner: Any, targets: list[str], config: Any, path: str) -> int:
+    """Every target must encode to tokens and fit the model's context with a one-token prompt; returns how
+    many are shorter than --max-prompt-tokens."""
     from acr.search import build_scaffold, encode_target, end_of_turn_ids
     from evalkit.errors import InputError
     from evalkit.lm import context_limit
@@ -202,8 +279,12 @@ def _validate_targets(runner: Any, targets: list[str], config: Any, path: str) -
             raise InputError(f"target has {len(ids)} tokens; with a prompt it exceeds the model's context of "
                              f"{limit} tokens", path=path, field=f"target {index + 1}")
         shorter_than_cap += config.max_prompt_tokens is not None and len(ids) < config.max_prompt_tokens
-    if shorter_than_cap:
-        print(f"note: {shorter_than_cap} target(s) are shorter than --max-prompt-tokens {config.max_prompt_tokens}; "
+    return shorter_than_cap
+
+
+def _note_short_targets(count: int, config: Any) -> None:
+    if count:
+        print(f"note: {count} target(s) are shorter than --max-prompt-tokens {config.max_prompt_tokens}; "
               "their search stops at |y| tokens (a prompt that long cannot show memorization)", file=sys.stderr)
 
 
@@ -254,41 +335,49 @@ def _acr_in(spec: str, args: argparse.Namespace, targets: list[str], config: Any
 
     started = time.perf_counter()
     created = _now()
-    runner = _load_model(spec, args)
+    ray = getattr(args, "ray_settings", None)
+    runner = pool = None
+    if ray is None:
+        searcher = _Searcher(spec, _runner_options(args), config)
+        runner = searcher.runner
+        _note_short_targets(_validate_targets(runner, targets, config, args.targets), config)
+        info = searcher.info()
+    else:
+        pool = _searchers(spec, args, config, ray, targets)
+        info = pool.call_on(0, "info")
+        info["describe"] = {**info["describe"], "ray": ray.to_dict()}
     load_s = time.perf_counter() - started
-    _validate_targets(runner, targets, config, args.targets)
-    model_id = _model_id(runner, spec)
-    # What really runs decides resume, not only what was asked: "auto" dtypes, devices and screens resolve
-    # differently on other machines, and their results must not be mixed.
-    from acr.gcg import screen_dtype_for
-
-    screen = screen_dtype_for(runner.model, config.screen_dtype)
-    resolved = {"dtype": str(runner.model.dtype).removeprefix("torch."), "device": str(runner.device),
-                "screen_dtype": None if screen is None else str(screen).removeprefix("torch.")}
+    model_id, resolved = info["model_id"], info["resolved"]
     fingerprint = config_fingerprint({**config.to_dict(), "resolved": resolved})
 
-    directory.mkdir(parents=True, exist_ok=True)
-    results_file = ResultsFile(directory)
-    existing = results_file.load()
-    done, todo = plan_resume(existing, targets, model=model_id, seed=config.seed, fingerprint=fingerprint,
-                             where=str(directory))
-    resumed = len(done)
-    if resumed:
-        note = " (dropped a half-written last line)" if results_file.dropped_partial else ""
-        print(f"resuming {directory}: {resumed} target(s) already done, {len(todo)} to compute{note}",
-              file=sys.stderr)
+    try:
+        directory.mkdir(parents=True, exist_ok=True)
+        results_file = ResultsFile(directory)
+        existing = results_file.load()
+        done, todo = plan_resume(existing, targets, model=model_id, seed=config.seed, fingerprint=fingerprint,
+                                 where=str(directory))
+        resumed = len(done)
+        if resumed:
+            note = " (dropped a half-written last line)" if results_file.dropped_partial else ""
+            print(f"resuming {directory}: {resumed} target(s) already done, {len(todo)} to compute{note}",
+                  file=sys.stderr)
 
-    def keep(result: Any) -> None:
-        row = result.to_dict()
-        row["config_fingerprint"] = fingerprint
-        results_file.append(row)
-        done[row["target"]] = row
+        def keep(result: Any) -> None:
+            row = result if isinstance(result, dict) else result.to_dict()
+            row["config_fingerprint"] = fingerprint
+            results_file.append(row)
+            done[row["target"]] = row
 
-    acr_started = time.perf_counter()
-    if todo:
-        compute_acr_many(runner.model, runner.tokenizer, todo, config, progress=not args.no_progress,
-                         on_result=keep, model_name=model_id)
-    acr_s = time.perf_counter() - acr_started
+        acr_started = time.perf_counter()
+        if todo and pool is None:
+            compute_acr_many(runner.model, runner.tokenizer, todo, config, progress=not args.no_progress,
+                             on_result=keep, model_name=model_id)
+        elif pool is not None:
+            _search_on_ray(pool, todo, keep, progress=not args.no_progress)
+        acr_s = time.perf_counter() - acr_started
+    finally:
+        if pool is not None:
+            pool.close()
     rows = ordered_rows(done, targets)
     extra = after(runner, rows) if after is not None else None
 
@@ -296,7 +385,7 @@ def _acr_in(spec: str, args: argparse.Namespace, targets: list[str], config: Any
     counts = {"total": stats["total"], "found": stats["found"], "not_found": stats["not_found"],
               "memorized": stats["memorized"], "resumed": resumed, "computed": len(todo),
               "targets_in_file": len(targets), "duplicates": len(targets) - len(dict.fromkeys(targets))}
-    describe = runner.describe() if callable(getattr(runner, "describe", None)) else {"spec": spec}
+    describe = info["describe"]
     summary = {
         **stats,
         "resumed": resumed,
@@ -364,6 +453,7 @@ def _result_cell(row: dict[str, Any]) -> str:
 def run_acr(args: argparse.Namespace) -> int:
     """``evalkit acr run``."""
     _check_spec(args.model)  # before any heavy import: a bedrock:/API spec fails in milliseconds
+    args.ray_settings = ray_settings(args)
     from acr.analysis import summary_line
 
     config = _config(args)

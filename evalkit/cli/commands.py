@@ -130,7 +130,7 @@ def _add_call_options(group: argparse._ArgumentGroup) -> None:
     group.add_argument("--fail-fast", action="store_true", default=None,
                        help="stop at the first record that still fails (default: record the error, go on)")
     group.add_argument("--no-cache", action="store_true",
-                       help="call the model again for every record, even those the run store holds")
+                       help="call the model and score again for every record, even those the run store holds")
 def _metric_families(args: argparse.Namespace) -> tuple[str, ...] | None:
     if not args.metrics:
         return None
@@ -315,7 +315,7 @@ def _run(args: argparse.Namespace) -> int:
         bertscore_baseline_path=args.bertscore_baseline_path, progress=not args.no_progress,
         write_report=not args.no_report, truncate=args.truncate, overwrite=args.overwrite,
         use_cache=not args.no_cache, metrics=_metric_families(args), metric_options=_metric_options(args),
-        ray=ray_settings(args, model),
+        ray=ray_settings(args),
     )
     from evalkit.summary_table import format_generation_line, format_metrics_table
 

@@ -59,7 +59,7 @@ def main(args: argparse.Namespace) -> int:
     from evalkit.compare.run import COMPARISON_FILE, rules_as_gate, run_compare
 
     config = load_compare_config(args.config)
-    ray = ray_settings(args, one_model=False)  # only the local-model (hf:) systems use it
+    ray = ray_settings(args)
     result = run_compare(config, output_dir=args.output_dir, progress=not args.no_progress, ray=ray)
     comparison = result.comparison
     print(format_systems_table(comparison))

@@ -5,14 +5,14 @@ from __future__ import annotations
 import argparse
 
 from evalkit.cli.argtypes import positive_float, positive_int
-from evalkit.errors import UsageError
 
 
-def add_ray_options(parser: argparse.ArgumentParser) -> None:
+def add_ray_options(parser: argparse.ArgumentParser,
+                    what: str = "generate and score on Ray actors (one model each) and tasks") -> None:
     ray = parser.add_argument_group("Ray (scale-out; needs evalkit[ray])")
     ray.add_argument("--ray", nargs="?", const="", default=None, metavar="ADDRESS",
-                     help="generate on a pool of Ray actors, one model each: no ADDRESS starts a local Ray, "
-                          "'auto' joins a running cluster, or give ray://HOST:PORT")
+                     help=f"{what}: no ADDRESS starts a local Ray, 'auto' joins a running cluster, or give "
+                          "ray://HOST:PORT")
     ray.add_argument("--ray-workers", type=positive_int, default=2, metavar="N", help="actors (default 2)")
     ray.add_argument("--ray-cpus-per-worker", type=positive_float, default=1.0, metavar="C",
                      help="CPUs each actor reserves (default 1; fractions allowed)")
@@ -20,17 +20,13 @@ def add_ray_options(parser: argparse.ArgumentParser) -> None:
                      help="GPUs each actor reserves (default 0; e.g. 1, or 0.5 to share one)")
 
 
-def ray_settings(args: argparse.Namespace, model: str | None = None, *, one_model: bool = True):
-    """RaySettings from --ray and its options; None without --ray (then nothing imports Ray). ``one_model``
-    (evalkit run): the run's ``model`` must be a local model; a comparison checks each system when it runs it."""
+def ray_settings(args: argparse.Namespace):
+    """RaySettings from --ray and its options, checked before anything starts; None without --ray (then
+    nothing imports Ray)."""
     if args.ray is None:
         return None
-    from evalkit.runners.ray_pool import RaySettings, check_spec
+    from evalkit.raycluster import RaySettings
 
-    if one_model:
-        if model is None:
-            raise UsageError("--ray generates with a model: give --model (precomputed outputs need no Ray)")
-        check_spec(model)  # before anything loads
     settings = RaySettings(address=args.ray or None, workers=args.ray_workers,
                            cpus_per_worker=args.ray_cpus_per_worker, gpus_per_worker=args.ray_gpus_per_worker)
     settings.check()

@@ -179,8 +179,8 @@ def check_compare(config: CompareConfig, *, output_dir: str | None = None) -> tu
 
 def run_compare(config: CompareConfig, *, output_dir: str | None = None, progress: bool = True,
                 ray: Any = None) -> CompareResult:
-    """Run, score and compare every system; ``ray`` (RaySettings) generates with local (``hf:``) models on Ray
-    actors, with the same records as without it."""
+    """Run, score and compare every system; ``ray`` (RaySettings) generates and scores on Ray, with the same
+    records as without it."""
     from evalkit.atomic import atomic_write_json
     from evalkit.pipeline import prepare_metrics, prepare_output_dir
     from evalkit.progress import quiet_library_progress
@@ -189,6 +189,10 @@ def run_compare(config: CompareConfig, *, output_dir: str | None = None, progres
 
     started = time.perf_counter()
     data, prepared, families, columns = check_compare(config, output_dir=output_dir)
+    if ray is not None:
+        from evalkit.raycluster import check_cluster
+
+        check_cluster(ray)
     out = Path(output_dir or config.output_dir)  # type: ignore[arg-type]
     prepare_output_dir(out)
     timings: dict[str, float] = {}
@@ -239,7 +243,7 @@ def _run_system(config: CompareConfig, p: PreparedSystem, out: Path, metrics: li
         if key not in runners:
             from evalkit.progress import quiet_library_progress
 
-            if ray is not None and p.runner_spec.startswith("hf:"):
+            if ray is not None:
                 from evalkit.runners.ray_pool import RayPool
 
                 runners[key] = RayPool(p.runner_spec, p.options, ray)
@@ -254,7 +258,7 @@ def _run_system(config: CompareConfig, p: PreparedSystem, out: Path, metrics: li
         runner=p.options if p.options is not None else RunnerOptions(progress=progress),
         metric_options=metric_options(config), progress=progress, write_report=True,
         truncate=bool(p.options.truncate) if p.options is not None else False, overwrite=True,
-        metrics=tuple(p.families), retriever=p.spec.retriever, outputs=p.outputs)
+        metrics=tuple(p.families), retriever=p.spec.retriever, outputs=p.outputs, ray=ray)
     if progress:
         print(f"[{p.spec.name}] {p.spec.kind}: {p.runner_spec or p.spec.outputs}", flush=True)
     try:

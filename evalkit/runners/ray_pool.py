@@ -1,115 +1,101 @@
-"""Generation on a Ray cluster: one runner as a pool of Ray actors, each holding its own copy of the model.
+"""Generation on a Ray cluster: one runner as a pool of Ray actors, behind the ordinary runner interface.
 
 ``evalkit run --ray [ADDRESS]``: the driver keeps the data path and the run store exactly as in a
-single-process run (the executor hands the pool lists of requests, and every result is stored by the driver
-the moment its list returns); the pool splits each list across its actors and returns the results in order.
-The pool's identity and parameters are its runner's, so the store keys, the resume and the records are the
-same as without Ray. An actor that dies is restarted by Ray and its in-flight list is run again
-(``max_restarts``/``max_task_retries``): nothing is lost and nothing is stored twice.
+single-process run -- the executor decides what to call, retries, spaces every attempt under the rate limit
+and stores each result the moment it returns; the pool only decides where a call runs.
 
-Ray is imported only here, and this module only with ``--ray``.
+- A local model (``hf:``) is a batched runner: each actor holds its own copy of the model, and every list
+  the executor hands the pool (4 x batch size x workers requests) is split into one contiguous share per
+  actor, run at once, returned in order.
+- A remote model (Bedrock, SageMaker) is a concurrent runner: each call goes to the next actor, which runs
+  up to ``concurrency`` calls at once on threads. Every attempt still starts in the driver's executor, so
+  ``--max-rps`` is one limit for the whole cluster, and its retry policy is the only one. Each actor builds
+  its own client from the standard AWS chain of the machine it runs on (an instance role on a cluster):
+  credentials never travel through Ray.
+
+The pool's identity and parameters are its runner's, so the store keys, the resume and the records are the
+same as without Ray. An actor that dies is restarted by Ray and its in-flight call is run again: nothing is
+lost and nothing is stored twice.
 """
 
 from __future__ import annotations
 
+import itertools
+import threading
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import replace
 from typing import Any
 
 from evalkit.errors import UsageError
+from evalkit.raycluster import ActorPool, RaySettings
 from evalkit.runners.base import Request, Result, Runner, RunnerOptions
 
 
-@dataclass(frozen=True)
-class RaySettings:
-    """Where and how wide: ``address`` None starts a local Ray instance, ``"auto"`` joins a running cluster."""
+class RemoteCallError(Exception):
+    """A call that failed inside an actor, already classified there by the runner (kind, message)."""
 
-    address: str | None = None
-    workers: int = 2
-    cpus_per_worker: float = 1.0
-    gpus_per_worker: float = 0.0
-    object_store_memory: int | None = 256 * 1024 * 1024  # a local instance only (Ray's default takes 30% of RAM)
-
-    def check(self) -> None:
-        if self.workers < 1:
-            raise UsageError(f"--ray-workers must be at least 1, got {self.workers}")
-        if self.cpus_per_worker <= 0 or self.gpus_per_worker < 0:
-            raise UsageError("--ray-cpus-per-worker must be above 0 and --ray-gpus-per-worker at least 0")
-
-    def to_dict(self) -> dict[str, Any]:
-        return {"address": self.address or "local", "workers": self.workers, "cpus_per_worker": self.cpus_per_worker,
-                "gpus_per_worker": self.gpus_per_worker}
+    def __init__(self, kind: str, message: str) -> None:
+        super().__init__(message)
+        self.kind, self.message = kind, message
 
 
-def check_spec(spec: str) -> None:
-    """Only local models run as actor pools; a remote model is already concurrent from one process."""
-    if not str(spec).startswith("hf:"):
-        raise UsageError(f"--ray runs local models (hf:); {spec} is a remote model: raise --concurrency instead")
+class _HostedRunner:
+    """The runner inside one actor."""
 
-
-def connect(settings: RaySettings) -> Any:
-    """``ray``, connected: the running instance of this process, else the cluster at the address, else a new
-    local instance (dashboard off, a bounded object store)."""
-    from evalkit.extras import require
-
-    require(("ray",), "ray", "--ray")
-    import os
-
-    import ray
-
-    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")  # workers are forked after tokenizers ran
-    if not ray.is_initialized():
-        if settings.address:
-            ray.init(address=settings.address, include_dashboard=False, log_to_driver=False)
-        else:
-            ray.init(include_dashboard=False, log_to_driver=False,
-                     object_store_memory=settings.object_store_memory)
-    return ray
-
-
-class _RunnerActor:
-    """One copy of the runner, on a Ray worker."""
-
-    def __init__(self, spec: str, options: RunnerOptions, threads: int) -> None:
-        import torch
-
+    def __init__(self, spec: str, options: RunnerOptions) -> None:
         from evalkit.runners.base import create_runner
 
-        torch.set_num_threads(threads)  # the worker's CPU share: oversubscribed threads stall on small machines
         self.runner = create_runner(spec, options)
 
     def info(self) -> dict[str, Any]:
-        return {"identity": self.runner.identity(), "params": self.runner.params(),
-                "describe": self.runner.describe(), "batched": self.runner.batched}
+        r = self.runner
+        return {"identity": r.identity(), "params": r.params(), "describe": r.describe(), "batched": r.batched,
+                "default_concurrency": r.default_concurrency}
 
     def call_batch(self, requests: Sequence[Request]) -> list[Result]:
         return self.runner.call_batch(requests)
 
-    def pid(self) -> int:
-        import os
-
-        return os.getpid()
+    def call(self, request: Request) -> tuple[Result | None, tuple[str, str] | None]:
+        """The result, or the runner's classification of the error (exceptions of client libraries do not
+        always survive pickling; their kind and message do)."""
+        try:
+            return self.runner.call(request), None
+        except Exception as error:
+            return None, self.runner.classify(error)
 
 
 class RayPool(Runner):
-    """``spec`` run as ``settings.workers`` Ray actors behind the ordinary runner interface."""
-
-    batched = True
+    """``spec`` run as ``settings.workers`` Ray actors."""
 
     def __init__(self, spec: str, options: RunnerOptions, settings: RaySettings) -> None:
         settings.check()
-        check_spec(spec)
         self.spec, self.options, self.settings = spec, options, settings
-        ray = connect(settings)
-        actor = ray.remote(num_cpus=settings.cpus_per_worker, num_gpus=settings.gpus_per_worker,
-                           max_restarts=-1, max_task_retries=-1)(_RunnerActor)
-        threads = max(1, int(settings.cpus_per_worker))
-        self.actors = [actor.remote(spec, options, threads) for _ in range(settings.workers)]
-        infos = ray.get([a.info.remote() for a in self.actors])
+        self._given = options  # what each actor's runner gets (self.options is what the executor sees)
+        self._pool: ActorPool | None = None
+        self._start_lock = threading.Lock()
+        infos = self.pool.on_each("info")
         if any(i["identity"] != infos[0]["identity"] for i in infos):
-            raise UsageError(f"{spec}: the Ray workers resolved different models (their files differ between "
-                             "machines); give every worker the same model")
+            raise UsageError(f"{spec}: the Ray workers resolved different models (their files or settings differ "
+                             "between machines); give every worker the same model")
         self._info = infos[0]
+        self.batched = self._info["batched"]
+        if self.batched:  # the executor hands out lists of 4 x batch size: one such list per actor at a time
+            self.options = replace(options, batch_size=max(1, options.batch_size) * settings.workers)
+        self.default_concurrency = self._info["default_concurrency"] * settings.workers
+        self._next = itertools.count()
+        self._lock = threading.Lock()
+
+    @property
+    def pool(self) -> ActorPool:
+        """The actors, started on first use and again after :meth:`close`."""
+        with self._start_lock:  # the executor's threads may all call at once
+            if self._pool is None:
+                remote = not str(self.spec).startswith("hf:")
+                concurrency = max(1, self._given.concurrency or 8) if remote else 1
+                # A remote model's actor mostly waits on the network: it reserves a sliver of a CPU, not a core.
+                self._pool = ActorPool(_HostedRunner, (self.spec, self._given), self.settings,
+                                       concurrency=concurrency, cpus=0.1 if remote else None)
+            return self._pool
 
     def identity(self) -> dict[str, Any]:
         return self._info["identity"]
@@ -121,21 +107,29 @@ class RayPool(Runner):
         return {**self._info["describe"], "ray": self.settings.to_dict()}
 
     def call_batch(self, requests: Sequence[Request]) -> list[Result]:
-        """The requests split into one contiguous share per actor, run at once, returned in order."""
-        import ray
+        if not self.batched:
+            return [self.call(r) for r in requests]
+        return self.pool.map_shares("call_batch", requests)
 
-        requests = list(requests)
-        n = min(len(self.actors), len(requests))
-        if n == 0:
-            return []
-        size = -(-len(requests) // n)
-        shares = [requests[i:i + size] for i in range(0, len(requests), size)]
-        refs = [actor.call_batch.remote(share) for actor, share in zip(self.actors, shares, strict=False)]
-        return [result for part in ray.get(refs) for result in part]
+    def call(self, request: Request) -> Result:
+        with self._lock:
+            slot = next(self._next)
+        result, failure = self.pool.call_on(slot, "call", request)
+        if failure is not None:
+            raise RemoteCallError(*failure)
+        return result
+
+    def classify(self, error: BaseException) -> tuple[str, str]:
+        if isinstance(error, RemoteCallError):
+            return error.kind, error.message
+        return super().classify(error)
+
+    def pids(self) -> list[int]:
+        return self.pool.pids()
 
     def close(self) -> None:
-        import ray
-
-        for actor in self.actors:
-            ray.kill(actor)
-        self.actors = []
+        """Free the actors and their models now (the next call starts them again), so the next stage of a
+        run -- scoring, another system -- gets the cluster's CPUs and GPUs."""
+        if self._pool is not None:
+            self._pool.close()
+            self._pool = None

@@ -1,4 +1,4 @@
-"""The run store: every model call's result, kept the moment it returns, keyed on what really ran.
+"""The run store: every model call's result and every score, kept the moment it returns, keyed on what really ran.
 
 One SQLite file per output directory (``calls.sqlite``), in WAL mode with ``synchronous=FULL``: each
 result is one committed transaction, so a process killed at any point (``kill -9`` included) loses at
@@ -60,6 +60,9 @@ class RunStore:
                 key TEXT PRIMARY KEY, identity TEXT NOT NULL, record_id TEXT, payload TEXT NOT NULL,
                 result TEXT NOT NULL, ok INTEGER NOT NULL, created_at TEXT NOT NULL);
             CREATE INDEX IF NOT EXISTS calls_identity ON calls (identity);
+            CREATE TABLE IF NOT EXISTS scores (
+                key TEXT PRIMARY KEY, metric TEXT NOT NULL, record_id TEXT, scores TEXT NOT NULL,
+                created_at TEXT NOT NULL);
             CREATE TABLE IF NOT EXISTS runners (
                 identity TEXT PRIMARY KEY, spec TEXT NOT NULL, identity_json TEXT NOT NULL,
                 describe_json TEXT, first_seen TEXT NOT NULL, last_seen TEXT NOT NULL);
@@ -109,6 +112,42 @@ class RunStore:
         if ok is not None:
             query += " AND ok = ?"
             args.append(int(ok))
+        with self._lock:
+            return int(self._conn.execute(query, args).fetchone()[0])
+
+    # -- scores -----------------------------------------------------------------------------------
+    # A metric's scores of one record, keyed on the metric's identity (settings, model files, prepared state)
+    # and everything the metric may read about the record: a re-run scores only what it has not scored.
+
+    def get_scores(self, keys: Sequence[str]) -> dict[str, dict[str, Any]]:
+        """column -> score fields (value, explanation), for the keys that have stored scores."""
+        found: dict[str, dict[str, Any]] = {}
+        unique = list(dict.fromkeys(keys))
+        with self._lock:
+            for start in range(0, len(unique), 500):
+                chunk = unique[start:start + 500]
+                marks = ",".join("?" * len(chunk))
+                for key, text in self._conn.execute(f"SELECT key, scores FROM scores WHERE key IN ({marks})", chunk):
+                    found[key] = json.loads(text)
+        return found
+
+    def put_scores(self, metric: str, rows: Sequence[tuple[str, str | None, Mapping[str, Any]]]) -> None:
+        """Store ``(key, record id, column -> score fields)`` rows in one durable transaction."""
+        now = _now()
+        values = [(key, metric, record_id, json.dumps(scores, ensure_ascii=False), now)
+                  for key, record_id, scores in rows]
+        with self._lock:
+            self._conn.execute("BEGIN")
+            try:
+                self._conn.executemany("INSERT OR REPLACE INTO scores VALUES (?, ?, ?, ?, ?)", values)
+            except BaseException:
+                self._conn.execute("ROLLBACK")
+                raise
+            self._conn.execute("COMMIT")
+
+    def count_scores(self, metric: str | None = None) -> int:
+        query, args = ("SELECT COUNT(*) FROM scores", []) if metric is None else \
+            ("SELECT COUNT(*) FROM scores WHERE metric = ?", [metric])
         with self._lock:
             return int(self._conn.execute(query, args).fetchone()[0])
 

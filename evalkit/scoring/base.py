@@ -72,6 +72,7 @@ class Metric:
     lower_is_better: frozenset[str] = frozenset()  # columns where a lower value is better
     proportions: frozenset[str] = frozenset()  # 0/1 columns: their mean is a rate, with a Wilson interval
     primary: tuple[str, ...] | None = None  # the columns a comparison reports for the family (None: all)
+    loads_model: bool = False  # holds a model: on Ray it runs as a pool of actors, lexical metrics as tasks
 
     @classmethod  # noqa: B027 - most metrics have nothing to check
     def check_options(cls, **options: Any) -> None:
@@ -108,6 +109,11 @@ class Metric:
     def settings(self) -> dict[str, Any]:
         """What a reader needs to reproduce the numbers (recorded in results.json)."""
         return {}
+
+    def identity(self) -> dict[str, Any]:
+        """What decides this metric's scores besides the record (part of every stored score's key): its
+        settings, and metrics whose files or prepared state matter add them."""
+        return {"metric": self.name, "columns": list(self.columns), "settings": self.settings()}
 
 
 # family name -> factory(**options) -> Metric

@@ -79,6 +79,7 @@ def _hidden_layers(directory: Path) -> int | None:
 class BertScore(Metric):
     name = "bertscore"
     columns = ("bertscore", "bertscore_precision", "bertscore_recall")
+    loads_model = True
     primary = ("bertscore",)
 
     def __init__(self, model: str | None = None, num_layers: int | None = None, idf: bool = False,
@@ -202,6 +203,16 @@ class BertScore(Metric):
                     n = int(masks[i].sum().item())
                     stats[text] = (embs[i, :n].cpu(), idfs[i, :n].cpu())
         return stats
+
+    def identity(self) -> dict[str, Any]:
+        from evalkit.hashing import fingerprint
+        from evalkit.runners.identity import files_fingerprint, model_files
+
+        files = files_fingerprint(model_files(Path(self._load_from)), self._load_from)["sha256"] \
+            if Path(self._load_from).is_dir() else None
+        return {**super().identity(), "model_sha256": files, "baseline_file": self._baseline_file,
+                "idf_weights": fingerprint(
+            sorted(self._scorer._idf_dict.items())) if self.idf and self._scorer._idf_dict else None}
 
     def settings(self) -> dict[str, Any]:
         import importlib.metadata as md

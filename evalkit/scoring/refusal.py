@@ -91,6 +91,7 @@ def _normalized(text: str) -> str:
 class Refusal(Metric):
     name = "refusal"
     columns = ("refusal",)
+    loads_model = True
     needs = frozenset()  # no reference: a refusal is a refusal whatever the right answer was
     lower_is_better = frozenset({"refusal"})
     proportions = frozenset({"refusal"})

@@ -17,6 +17,7 @@ from evalkit.scoring.base import METRICS, DatasetView, Metric
 class SemanticSimilarity(Metric):
     name = "semantic_similarity"
     columns = ("semantic_similarity",)
+    loads_model = True
 
     def __init__(self, model: str | None = None, device: str = "auto"):
         from evalkit.embeddings import get_embedder
