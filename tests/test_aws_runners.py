@@ -66,11 +66,18 @@ FAULTY = ["plain one two three four", "[[throttle:5]] throttled five times", "[[
           "plain twelve thirteen"]
 
 
-def test_every_record_completes_through_faults_and_fatal_errors_are_not_retried(server, aws_env, tmp_path,
-                                                                                news_records):
-    data = _dataset(tmp_path, news_records, FAULTY)
+def _faulty_run(tmp_path: Path, news_records: list[dict], tag: str = "") -> tuple[Path, Path, list[str]]:
+    """The FAULTY documents (each with ``tag``: the server counts faults per prompt, so a tag gives fresh
+    ones), their dataset and a Bedrock model config with fast retries."""
     config = tmp_path / "model.yaml"
     config.write_text(f"model: bedrock:{CLAUDE}\nmax_new_tokens: 32\n{FAST_RETRIES}")
+    documents = [f"{d}{tag}" for d in FAULTY]
+    return _dataset(tmp_path, news_records, documents), config, documents
+
+
+def test_every_record_completes_through_faults_and_fatal_errors_are_not_retried(server, aws_env, tmp_path,
+                                                                                news_records):
+    data, config, _ = _faulty_run(tmp_path, news_records)
     out = tmp_path / "run"
     before = len(server.state.calls)
     proc = _cli(aws_env, "run", "summarization", "--model-config", config, "--dataset", data, "--output-dir", out,
@@ -124,9 +131,7 @@ def test_on_ray_the_same_calls_run_under_one_rate_limit(server, aws_env, tmp_pat
     """--ray with a remote model: calls run on two Ray actors (a local Ray the command starts), every attempt
     still starts in the driver's executor: the same retries, the same records, one --max-rps for all."""
     pytest.importorskip("ray")
-    data = _dataset(tmp_path, news_records, FAULTY)
-    config = tmp_path / "model.yaml"
-    config.write_text(f"model: bedrock:{CLAUDE}\nmax_new_tokens: 32\n{FAST_RETRIES}")
+    data, config, documents = _faulty_run(tmp_path, news_records, " (on ray)")
     out = tmp_path / "run"
     before = len(server.state.calls)
     proc = _cli(aws_env, "run", "summarization", "--model-config", config, "--dataset", data, "--output-dir", out,
@@ -140,7 +145,7 @@ def test_on_ray_the_same_calls_run_under_one_rate_limit(server, aws_env, tmp_pat
     assert by_id["r01"]["attempts"] == 6 and by_id["r02"]["attempts"] == 3 and by_id["r03"]["attempts"] == 3
     assert by_id["r06"]["attempts"] == 1 and records[6]["generation"]["error_kind"] == "fatal"
     assert records[7]["error"].startswith("ValidationException (HTTP 400)")  # classified inside the actor
-    for record, document in zip(records, FAULTY, strict=True):
+    for record, document in zip(records, documents, strict=True):
         if record["error"] is None:
             assert record["model_output"] == answer(TEMPLATE.replace("$model_input", document))
     assert len(calls) == sum(g["attempts"] for g in by_id.values())  # every request sent is counted
