@@ -30,10 +30,10 @@ class ACRConfig:
     restarts: int = 0  # extra attempts at a failed length, each from a fresh random prompt
     seed: int = 0  # seeds one torch.Generator per target: same inputs + seed -> same result
     batch_size: int | None = None  # candidates per forward chunk; None -> sized from the logits' memory
-    # Screening precision: a 16-bit copy of a float32 model scores candidates first; the model itself takes the
-    # gradient, re-scores the best-ranked few (GCG moves by those exact losses) and every candidate within
-    # screen_margin logits of a match, and only it decides success.
-    screen_dtype: str = "auto"  # auto (bfloat16 where it is fast) | bfloat16 | float16 | none
+    # Screening precision: a cheaper copy of a float32 model (16-bit or int8) scores candidates first; the model
+    # itself takes the gradient, re-scores the best-ranked few (GCG moves by those exact losses) and every
+    # candidate within screen_margin logits of a match, and only it decides success.
+    screen_dtype: str = "auto"  # auto (the fastest measured here) | bfloat16 | float16 | int8 | none
     screen_margin: float = 0.5  # logits, widened to 1.5x the largest error seen (see acr.gcg.Screen)
     screen_rerank: int = 4  # best-screened candidates the model re-scores each step; GCG moves by those exact losses
     # Which tokens the free prompt may use.
@@ -62,8 +62,8 @@ class ACRConfig:
                 raise UsageError(f"ACRConfig.{name} must be a positive integer or None, got {value!r}")
         if not isinstance(self.restarts, int) or self.restarts < 0:
             raise UsageError(f"ACRConfig.restarts must be a non-negative integer, got {self.restarts!r}")
-        if self.screen_dtype not in ("auto", "none", "bfloat16", "float16"):
-            raise UsageError("ACRConfig.screen_dtype must be auto, none, bfloat16 or float16, "
+        if self.screen_dtype not in ("auto", "none", "bfloat16", "float16", "int8"):
+            raise UsageError("ACRConfig.screen_dtype must be auto, none, bfloat16, float16 or int8, "
                              f"got {self.screen_dtype!r}")
         if not isinstance(self.screen_margin, (int, float)) or self.screen_margin < 0:
             raise UsageError(f"ACRConfig.screen_margin must be a number >= 0, got {self.screen_margin!r}")

@@ -16,9 +16,9 @@ One GCG step, in the order the functions below are used:
 The target, its fixed context and the prefix KV cache live in a :class:`Problem` built once per target
 by :func:`build_problem`.
 
-Screening precision. A float32 model can be searched with a bfloat16 copy of itself (a :class:`Screen`,
-see :func:`screen_dtype_for`): the copy scores every candidate, several times faster on CPUs with native
-bfloat16 and on GPUs, and the model itself does everything that steers or ends the search. It computes
+Screening precision. A float32 model can be searched with a cheaper copy of itself (a :class:`Screen`: 16-bit
+or int8, the fastest measured on this machine, see :mod:`acr.screens`): the copy scores every candidate, and
+the model itself does everything that steers or ends the search. It computes
 the gradient; it re-scores the ``Screen.rerank`` candidates the copy ranks best, and GCG moves only to
 one of those, by its exact loss; and it re-scores every candidate whose screened margin (target logit
 minus the best other logit, at the worst target position) is within ``Screen.reach`` of a match, and
@@ -29,7 +29,6 @@ per step; with the gradient and the ranking also taken from the copy, it needed 
 
 from __future__ import annotations
 
-import copy
 import inspect
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -159,50 +158,6 @@ def _auto_chunk_size(model: Any, seq_len: int, target_len: int, search_width: in
     if device.type == "cuda":
         budget = max(budget, torch.cuda.mem_get_info(device)[0] // 2)
     return int(max(1, min(search_width, budget // max(1, per_candidate))))
-
-
-def _cpu_has_fast_bfloat16() -> bool:
-    """Native bfloat16 dot products (AVX512-BF16 or AMX); elsewhere bfloat16 matmuls are emulated and slow."""
-    checks = ("_is_avx512_bf16_supported", "_is_amx_tile_supported")
-    try:
-        return any(getattr(torch.cpu, name)() for name in checks if hasattr(torch.cpu, name))
-    except Exception:  # a private probe: if torch changes it, fall back to the exact path
-        return False
-
-
-SCREEN_DTYPES = {"bfloat16": torch.bfloat16, "float16": torch.float16}
-
-
-def screen_dtype_for(model: Any, option: str | None) -> torch.dtype | None:
-    """The screening dtype for ``option`` ("auto", "bfloat16", "float16" or "none"/None) and this model.
-
-    "auto" screens a float32 model in bfloat16 where that is fast (CUDA with bfloat16, CPUs with native
-    bfloat16 dot products); otherwise, and for models already in a 16-bit dtype, the model ranks
-    candidates itself.
-    """
-    if option is None or option == "none":
-        return None
-    weight = model.get_input_embeddings().weight
-    if option == "auto":
-        if weight.dtype != torch.float32:
-            return None
-        if weight.device.type == "cuda":
-            return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
-        return torch.bfloat16 if weight.device.type == "cpu" and _cpu_has_fast_bfloat16() else None
-    if option not in SCREEN_DTYPES:
-        raise ValueError(f"screen dtype must be auto, none, {' or '.join(SCREEN_DTYPES)}; got {option!r}")
-    dtype = SCREEN_DTYPES[option]
-    return None if dtype == weight.dtype else dtype
-
-
-def screen_copy(model: Any, dtype: torch.dtype) -> Any:
-    """A copy of ``model`` in ``dtype`` on the same device, in eval mode (made once per model, not per target).
-
-    Its parameters keep ``requires_grad``: gradients are only ever taken w.r.t. the one-hot prompt, and on
-    CPU, bfloat16 linear layers over frozen parameters were measured 8x slower (torch 2.13, AVX512-BF16).
-    """
-    with torch.inference_mode(False):  # a caller's inference mode would make the copy unusable for gradients
-        return copy.deepcopy(model).to(dtype).eval()
 
 
 def _prefix_cache(model: Any, prefix: Tensor) -> tuple | None:

@@ -56,7 +56,8 @@ class ACRResult:
     beats_deflate: bool = False  # found, and the prompt is shorter in bytes than DEFLATE's compression of y
     threshold: float = 1.0
     false_matches: int = 0  # teacher-forced matches that real generation did not confirm (numerics); rejected
-    screen_dtype: str | None = None  # dtype of the copy that scored candidates first (None: the model itself)
+    screen_dtype: str | None = None  # the screen that scored candidates first: bfloat16, float16, int8 (None: none)
+    screen_speeds: dict[str, float] | None = None  # "auto": measured candidates/s of the model ("none") and each screen
     exact_rechecks: int = 0  # screened candidates the model itself scored again (best-ranked and near-matches)
     config: dict[str, Any] = field(default_factory=dict)
 

@@ -30,10 +30,9 @@ from acr.gcg import (
     build_problem,
     optimize_length,
     random_prompt,
-    screen_copy,
-    screen_dtype_for,
 )
 from acr.results import ACRResult, deflate_bytes, search_budget
+from acr.screens import screen_copy, screen_for
 from acr.verify import verify_generation
 from evalkit.errors import UsageError
 from evalkit.lm import context_limit
@@ -227,7 +226,8 @@ class _Prepared:
     limit: int | None
     model_name: str | None
     end_of_turn: list[int] = field(default_factory=list)  # must follow the target (chat mode)
-    screen_dtype: torch.dtype | None = None  # dtype of the copy that will score candidates first, or None
+    screen_dtype: str | None = None  # the screen that will score candidates first (acr.screens), or None
+    screen_measurement: dict[str, Any] | None = None  # how "auto" chose it: candidates/s of each, cached or not
     _screen_model: Any = None
 
     def typed_ids(self, prompt_ids: list[int]) -> list[int]:
@@ -248,7 +248,7 @@ class _Prepared:
         return torch.tensor([self.retokenizes(row) for row in rows.tolist()], dtype=torch.bool)
 
     def screen_model(self) -> Any:
-        """The 16-bit copy, made on first use (so invalid targets are refused before a model is copied),
+        """The screen copy, made on first use (so invalid targets are refused before a model is copied),
         then shared by every target of this run. None when there is no screen or the copy failed."""
         if self.screen_dtype is not None and self._screen_model is None:
             try:
@@ -259,9 +259,6 @@ class _Prepared:
                 self.screen_dtype = None
         return self._screen_model
 
-    @property
-    def screen_dtype_name(self) -> str | None:
-        return str(self.screen_dtype).removeprefix("torch.") if self.screen_dtype is not None else None
 
 
 def _prepare(model: Any, tokenizer: Any, config: ACRConfig | None, model_name: str | None) -> _Prepared:
@@ -275,9 +272,25 @@ def _prepare(model: Any, tokenizer: Any, config: ACRConfig | None, model_name: s
     except ValueError as error:
         raise UsageError(str(error)) from error
     name = model_name or getattr(getattr(model, "config", None), "_name_or_path", None) or type(model).__name__
+    eot = end_of_turn_ids(tokenizer, config)
+    screen, measurement = resolve_screen(model, tokenizer, config)
     return _Prepared(model, tokenizer, config, before, after, scaffold, bos_added, allowed,
-                     context_limit(model, tokenizer), name, end_of_turn_ids(tokenizer, config),
-                     screen_dtype_for(model, config.screen_dtype))
+                     context_limit(model, tokenizer), name, eot, screen, measurement)
+
+
+TYPICAL_TARGET_TOKENS = 32  # the shape "auto" measures screens at (a famous quote is 15-40 tokens)
+
+
+def resolve_screen(model: Any, tokenizer: Any, config: ACRConfig) -> tuple[str | None, dict[str, Any] | None]:
+    """The screen this config runs with on this model and machine (``"auto"``: measured once per machine,
+    see :func:`acr.screens.choose_screen`), and the measurement behind an ``"auto"`` choice."""
+    before, after, _, _ = build_scaffold(tokenizer, config)
+    try:
+        return screen_for(model, config.screen_dtype, rows=config.search_width,
+                          seq_len=len(before) + config.initial_length + len(after) + TYPICAL_TARGET_TOKENS,
+                          target_len=TYPICAL_TARGET_TOKENS)
+    except ValueError as error:
+        raise UsageError(str(error)) from error
 
 
 def _prompt_cap(prep: _Prepared, target_ids: list[int]) -> int:
@@ -335,7 +348,8 @@ def _run_target(prep: _Prepared, target: str, target_ids: list[int],
         retokenizes=prep.retokenizes(prompt_ids), censored=not success, lengths_tried=found.lengths_tried,
         bracket={"longest_failed": found.longest_failed, "shortest_success": found.shortest_success},
         steps=found.steps, forward_passes=problem.forward_passes, exact_rechecks=problem.exact_rechecks,
-        screen_dtype=prep.screen_dtype_name,
+        screen_dtype=prep.screen_dtype,
+        screen_speeds=(prep.screen_measurement or {}).get("candidates_per_second"),
         wall_seconds=time.perf_counter() - start, seed=config.seed, model=prep.model_name,
         scaffold=prep.scaffold, bos_added=prep.bos_added, budget=budget, end_of_turn_ids=list(prep.end_of_turn),
         target_bytes=len(target.encode("utf-8")), prompt_bytes=len(prompt_text.encode("utf-8")),

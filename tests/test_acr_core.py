@@ -25,15 +25,13 @@ from acr import (
 )
 from acr import gcg as acr_gcg
 from acr.gcg import (
-    _cpu_has_fast_bfloat16,
     allowed_token_mask,
     build_problem,
     optimize_length,
     sample_candidates,
     score_candidates,
-    screen_copy,
-    screen_dtype_for,
 )
+from acr.screens import choose_screen, measure_screens, screen_copy, screen_for
 from acr.results import deflate_bytes
 from evalkit.errors import UsageError
 from tests.acr_models import CHAT_QUOTE, CONFIG, QUOTES
@@ -199,9 +197,11 @@ def _caesar_candidates(tokenizer, n_random: int, seed: int = 0):
     return torch.cat([torch.tensor([title]), near, far])
 
 
-def test_screened_scoring_keeps_the_exact_match_decision(tiny):
-    """A bfloat16 screen scores candidates first, but the float32 model decides: the same match flags as
-    unscreened scoring, and its own losses for the best-ranked few and the near-matches (only those)."""
+@pytest.mark.parametrize("kind", ["bfloat16", "int8"])
+def test_screened_scoring_keeps_the_exact_match_decision(tiny, kind):
+    """A screen (bfloat16, or int8 linear layers) scores candidates first, but the float32 model decides: the
+    same match flags as unscreened scoring, and its own losses for the best-ranked few and the near-matches
+    (only those)."""
     model, tokenizer = tiny
     target = tokenizer(QUOTES["caesar"], add_special_tokens=False)["input_ids"]
     allowed = allowed_token_mask(tokenizer, model.get_input_embeddings().weight.shape[0])
@@ -209,7 +209,7 @@ def test_screened_scoring_keeps_the_exact_match_decision(tiny):
     plain = build_problem(model, [tokenizer.bos_token_id], [], target, allowed, search_width=64)
     exact_losses, exact_matches, _ = score_candidates(plain, candidates)
     screened = build_problem(model, [tokenizer.bos_token_id], [], target, allowed, search_width=64,
-                             screen_model=screen_copy(model, torch.bfloat16), screen_rerank=3)
+                             screen_model=screen_copy(model, kind), screen_rerank=3)
     losses, matches, exact = score_candidates(screened, candidates)
     assert matches.tolist() == exact_matches.tolist() and matches[0]
     assert 3 <= screened.exact_rechecks == int(exact.sum()) < len(candidates)  # every true match among them
@@ -275,17 +275,56 @@ def test_gcg_scores_each_prompt_once_and_reuses_the_gradient_while_stuck(tiny, m
     assert problem.forward_passes - before >= 1 + 4  # the start, then at least its four in the first step
 
 
-def test_screen_dtype_choice(tiny):
-    model, _ = tiny
-    assert screen_dtype_for(model, "none") is None and screen_dtype_for(model, None) is None
-    assert screen_dtype_for(model, "bfloat16") is torch.bfloat16
-    assert screen_dtype_for(model, "float16") is torch.float16
-    assert screen_dtype_for(screen_copy(model, torch.bfloat16), "auto") is None  # already 16-bit: no copy
-    assert screen_dtype_for(screen_copy(model, torch.bfloat16), "bfloat16") is None
-    # auto: bfloat16 exactly where the CPU has native bfloat16 dot products, else the model ranks itself.
-    assert screen_dtype_for(model, "auto") is (torch.bfloat16 if _cpu_has_fast_bfloat16() else None)
+def test_screen_choice(tiny, tmp_path):
+    model, tokenizer = tiny
+    assert screen_for(model, "none") == (None, None) and screen_for(model, None) == (None, None)
+    assert screen_for(model, "bfloat16") == ("bfloat16", None) and screen_for(model, "int8") == ("int8", None)
+    assert screen_for(model, "float16") == ("float16", None)
+    half = screen_copy(model, "bfloat16")
+    assert screen_for(half, "auto")[0] is None and screen_for(half, "bfloat16") == (None, None)  # already 16-bit
     with pytest.raises(ValueError, match="screen dtype"):
-        screen_dtype_for(model, "int8")
+        screen_for(model, "fp8")
+    # auto measures every screen against the model itself, keeps the fastest only when it pays for its
+    # re-checks, and caches the choice: the next run on this machine makes the same one without measuring.
+    kind, measured = choose_screen(model, seq_len=12, target_len=6, rows=16, cache_dir=tmp_path)
+    speeds = measured["candidates_per_second"]
+    assert set(speeds) <= {"none", "bfloat16", "float16", "int8"} and speeds["none"] > 0 and not measured["cached"]
+    best = max((k for k in speeds if k != "none"), key=lambda k: speeds[k])
+    assert kind == (best if speeds[best] >= 1.3 * speeds["none"] else None)
+    again, cached = choose_screen(model, seq_len=12, target_len=6, rows=16, cache_dir=tmp_path)
+    assert (again, cached["cached"], cached["candidates_per_second"]) == (kind, True, speeds)
+    assert choose_screen(model, seq_len=13, target_len=6, rows=16, cache_dir=tmp_path)[1]["cached"] is False
+
+
+def test_a_screen_far_slower_than_float32_is_not_timed_on_the_model(tiny, monkeypatch):
+    """The probe layer rules a slow screen out (bfloat16 emulated on an AVX2-only CPU) before any model copy."""
+    import acr.screens
+
+    model, _ = tiny
+    copies = []
+    real_copy = acr.screens.screen_copy
+
+    def slow_bfloat16(m, kind):
+        copies.append((type(m).__name__, kind))
+        copy = real_copy(m, kind)
+        if kind == "bfloat16" and isinstance(m, torch.nn.Sequential):  # the probe layer: make it 10x slower
+            forward = copy.forward
+
+            def slowed(x):
+                import time
+
+                start = time.perf_counter()
+                out = forward(x)
+                time.sleep(10 * (time.perf_counter() - start) + 0.01)
+                return out
+
+            copy.forward = slowed
+        return copy
+
+    monkeypatch.setattr(acr.screens, "screen_copy", slow_bfloat16)
+    speeds = measure_screens(model, ["bfloat16", "int8"], seq_len=12, target_len=6, rows=16)
+    assert speeds["bfloat16"] == 0.0 and "int8" in speeds and speeds["none"] > 0
+    assert ("Sequential", "bfloat16") in copies and (type(model).__name__, "bfloat16") not in copies
     with pytest.raises(UsageError, match="screen_dtype"):
         ACRConfig(screen_dtype="fp8")
     with pytest.raises(UsageError, match="screen_margin"):
@@ -306,11 +345,11 @@ def test_screen_copy_is_made_once_per_run_and_not_for_refused_targets(tiny, monk
         compute_acr_many(model, tokenizer, [QUOTES["hamlet"], ""], config, progress=False)
     assert copies == []  # refused before any model was copied
     results = compute_acr_many(model, tokenizer, _random_strings(tokenizer, 2, 4), config, progress=False)
-    assert copies == [torch.bfloat16] and [r.screen_dtype for r in results] == ["bfloat16", "bfloat16"]
+    assert copies == ["bfloat16"] and [r.screen_dtype for r in results] == ["bfloat16", "bfloat16"]
 
 
-@pytest.mark.parametrize("screen", ["none", "bfloat16"])
-def test_both_precisions_find_verified_prompts(tiny, screen, monkeypatch):
+@pytest.mark.parametrize("screen", ["none", "bfloat16", "int8"])
+def test_every_screen_finds_verified_prompts(tiny, screen, monkeypatch):
     import acr.search
 
     model, tokenizer = tiny
@@ -323,7 +362,7 @@ def test_both_precisions_find_verified_prompts(tiny, screen, monkeypatch):
     # The reported prompt was generated from exactly once: its check in the search is the one reported.
     assert generated.count(tuple(result.input_ids)) == 1 and len(generated) == len(set(generated))
     assert result.success and result.memorized and result.verified_generation and result.acr > 1
-    assert result.screen_dtype == (None if screen == "none" else "bfloat16")
+    assert result.screen_dtype == (None if screen == "none" else screen)
     assert (result.exact_rechecks > 0) == (screen != "none")
     assert _greedy(model, result.input_ids, result.target_tokens) == result.target_ids
 

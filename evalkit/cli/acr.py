@@ -65,11 +65,12 @@ def _add_common(parser: argparse.ArgumentParser) -> None:
                         help="candidate tokens per position (default 256)")
     search.add_argument("--restarts", type=non_negative_int, default=0, metavar="N",
                         help="extra random restarts at a failed length (default 0)")
-    search.add_argument("--screen-dtype", choices=["auto", "bfloat16", "float16", "none"], default="auto",
-                        help="precision of the model copy that scores candidates first; the model itself "
-                             "takes the gradient, re-scores the best-ranked and near-matching candidates and "
-                             "decides success (default auto: bfloat16 for a float32 model where bfloat16 is "
-                             "fast; none: score with the model itself)")
+    search.add_argument("--screen-dtype", choices=["auto", "bfloat16", "float16", "int8", "none"], default="auto",
+                        help="the cheaper model copy that scores candidates first (int8: dynamically quantized "
+                             "linear layers, CPU); the model itself takes the gradient, re-scores the best-ranked "
+                             "and near-matching candidates and decides success (default auto: the fastest "
+                             "measured on this machine for a float32 model, cached per machine; none: score with "
+                             "the model itself)")
     search.add_argument("--chat-template", action="store_true",
                         help="wrap the free prompt in the model's chat template (scaffold not counted); the target "
                              "must then be the model's whole reply, end-of-turn token included")
@@ -184,11 +185,11 @@ def _load_model(spec: str, options: Any):
 def _resolved(runner: Any, config: Any) -> dict[str, Any]:
     """What really runs: "auto" dtypes, devices and screens resolve differently on other machines, and their
     results must not be mixed on resume."""
-    from acr.gcg import screen_dtype_for
+    from acr.search import resolve_screen
 
-    screen = screen_dtype_for(runner.model, config.screen_dtype)
+    screen, _ = resolve_screen(runner.model, runner.tokenizer, config)
     return {"dtype": str(runner.model.dtype).removeprefix("torch."), "device": str(runner.device),
-            "screen_dtype": None if screen is None else str(screen).removeprefix("torch.")}
+            "screen_dtype": screen}
 
 
 class _Searcher:

@@ -1,0 +1,238 @@
+"""Screens: cheaper copies of the model that score GCG's candidates first, and how one is chosen.
+
+A screen only ranks candidates; the model itself computes the gradient, re-scores the best-ranked and
+every near-match, and alone decides success (see :class:`acr.gcg.Screen`). So any copy whose errors the
+margin and re-check logic bound can serve, and the fastest one on this machine should:
+
+- ``bfloat16`` / ``float16``: the model cast to 16 bits (fast on CPUs with native bfloat16 dot products --
+  AVX512-BF16, AMX -- and on GPUs; emulated and very slow on AVX2-only CPUs);
+- ``int8``: the model's linear layers dynamically quantized to int8 (PyTorch's quantized linear kernels,
+  FBGEMM/oneDNN, which run on AVX2), activations quantized per batch; CPU only.
+
+``screen_dtype="auto"`` measures instead of guessing from CPU flags (:func:`choose_screen`): it times one
+chunk of candidates with the model itself and with each screen this device can run, after a probe of one layer that
+rules out in milliseconds a screen far slower than float32 (bfloat16 emulated on AVX2), and keeps
+the fastest if it beats the model by :data:`MIN_SPEEDUP` (a screen costs re-checks). The choice is cached
+per machine, torch version, thread count, model and shape, so every run on a machine makes the same choice
+(the same seed gives the same results); it and the measured speeds are recorded with every result.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import copy
+import json
+import os
+import platform
+import time
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import Tensor
+
+SCREEN_KINDS = ("bfloat16", "float16", "int8")
+MIN_SPEEDUP = 1.3  # a screen must score candidates this much faster than the model to pay for its re-checks
+PROBE_SLOWDOWN = 2.0  # a screen whose probe layer runs this much slower than float32 is not timed further
+PROBE_TOKENS = 1024  # rows of the probe layer's input: milliseconds on a native path, about a second emulated
+CACHE_FILE = "acr-screens.json"
+CPU_FLAGS = ("avx2", "avx512f", "avx512_vnni", "avx_vnni", "avx512_bf16", "amx_bf16", "amx_int8")
+
+
+def cpu_features() -> dict[str, Any]:
+    """The CPU's name and the vector features that decide the screens' speed (from /proc/cpuinfo)."""
+    fields: dict[str, str] = {}
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            key, _, value = line.partition(":")
+            fields.setdefault(key.strip(), value.strip())
+    except OSError:
+        return {"name": platform.processor() or platform.machine(), "features": [], "cores": os.cpu_count()}
+    flags = set(fields.get("flags", "").split())
+    return {"name": fields.get("model name", platform.machine()), "family": fields.get("cpu family"),
+            "model": fields.get("model"), "features": [f for f in CPU_FLAGS if f in flags], "cores": os.cpu_count()}
+
+
+def available_screens(model: Any) -> list[str]:
+    """The screens that can run for ``model`` on its device (none for a model already below float32)."""
+    weight = model.get_input_embeddings().weight
+    if weight.dtype != torch.float32:
+        return []
+    if weight.device.type == "cuda":
+        return ["bfloat16"] if torch.cuda.is_bf16_supported() else ["float16"]
+    kinds = ["bfloat16", "float16"]
+    if "int8" in _quantized_engines():
+        kinds.append("int8")
+    return kinds
+
+
+def _quantized_engines() -> list[str]:
+    engines = [e for e in torch.backends.quantized.supported_engines if e != "none"]
+    return ["int8"] if engines else []
+
+
+def screen_copy(model: Any, kind: str) -> Any:
+    """A copy of ``model`` as the screen ``kind``, on the same device, in eval mode (made once per model).
+
+    16-bit copies keep ``requires_grad`` on their parameters: on CPU, bfloat16 linear layers over frozen
+    parameters were measured 8x slower (torch 2.13, AVX512-BF16). Gradients are never taken through a screen.
+    """
+    if kind not in SCREEN_KINDS:
+        raise ValueError(f"screen must be one of {', '.join(SCREEN_KINDS)}; got {kind!r}")
+    with torch.inference_mode(False):  # a caller's inference mode would make the copy unusable
+        if kind == "int8":
+            if next(model.parameters()).device.type != "cpu":
+                raise ValueError("the int8 screen runs on CPU only")
+            import warnings
+
+            from torch.ao.quantization import quantize_dynamic
+
+            with warnings.catch_warnings():  # torch deprecates quantized tensors in favour of torchao
+                warnings.simplefilter("ignore")
+                return quantize_dynamic(copy.deepcopy(model).float().eval(), {torch.nn.Linear}, dtype=torch.qint8)
+        return copy.deepcopy(model).to(getattr(torch, kind)).eval()
+
+
+def screen_for(model: Any, option: str | None, *, seq_len: int = 40, target_len: int = 24, rows: int = 64,
+               cache_dir: str | Path | None = None) -> tuple[str | None, dict[str, Any] | None]:
+    """The screen for ``option`` and this model: ``(kind or None, measurement or None)``.
+
+    ``"none"``/None: no screen. ``"bfloat16"``/``"float16"``/``"int8"``: that one (None when the model is
+    already in it). ``"auto"``: :func:`choose_screen` at this shape.
+    """
+    if option is None or option == "none":
+        return None, None
+    if option == "auto":
+        return choose_screen(model, seq_len=seq_len, target_len=target_len, rows=rows, cache_dir=cache_dir)
+    if option not in SCREEN_KINDS:
+        raise ValueError(f"screen dtype must be auto, none, {', '.join(SCREEN_KINDS)}; got {option!r}")
+    weight = model.get_input_embeddings().weight
+    if option != "int8" and weight.dtype == getattr(torch, option):
+        return None, None
+    if option == "int8" and weight.device.type != "cpu":
+        raise ValueError("the int8 screen runs on CPU only")
+    return option, None
+
+
+def _model_signature(model: Any) -> dict[str, Any]:
+    config = getattr(model, "config", None)
+    weight = model.get_input_embeddings().weight
+    return {"class": type(model).__name__, "name": getattr(config, "_name_or_path", None),
+            "parameters": int(sum(p.numel() for p in model.parameters())), "dtype": str(weight.dtype),
+            "device": str(weight.device)}
+
+
+def _cache_path(cache_dir: str | Path | None) -> Path:
+    root = cache_dir or os.environ.get("EVALKIT_CACHE_DIR") or Path.home() / ".cache" / "evalkit"
+    return Path(root) / CACHE_FILE
+
+
+def choose_screen(model: Any, *, seq_len: int, target_len: int, rows: int,
+                  cache_dir: str | Path | None = None) -> tuple[str | None, dict[str, Any]]:
+    """The fastest screen for ``model`` on this machine, measured (or read from the cache of an earlier
+    measurement at the same key): ``(kind or None, {"chosen", "candidates_per_second", "key", "cached"})``."""
+    from evalkit.atomic import atomic_write_json
+    from evalkit.hashing import fingerprint
+
+    kinds = available_screens(model)
+    if not kinds:
+        return None, {"chosen": None, "candidates_per_second": {}, "reason": "the model is not float32",
+                      "cached": False}
+    key_fields = {"cpu": cpu_features(), "torch": torch.__version__, "threads": torch.get_num_threads(),
+                  "model": _model_signature(model), "shape": [rows, seq_len, target_len], "kinds": kinds,
+                  "min_speedup": MIN_SPEEDUP}
+    key = fingerprint(key_fields, length=16)
+    path = _cache_path(cache_dir)
+    try:
+        cache = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        cache = {}
+    if isinstance(cache.get(key), dict) and "chosen" in cache[key]:
+        return cache[key]["chosen"], {**cache[key], "key": key, "cached": True}
+    speeds = measure_screens(model, kinds, seq_len=seq_len, target_len=target_len, rows=rows)
+    base = speeds.get("none") or 0.0
+    best = max((k for k in kinds if speeds.get(k)), key=lambda k: speeds[k], default=None)
+    chosen = best if best is not None and base and speeds[best] >= MIN_SPEEDUP * base else None
+    entry = {"chosen": chosen, "candidates_per_second": speeds, "measured": key_fields}
+    cache[key] = entry
+    with contextlib.suppress(OSError):  # a read-only home: measure again next time
+        atomic_write_json(path, cache)
+    return chosen, {**entry, "key": key, "cached": False}
+
+
+MEASURE_ROWS = 16  # candidates per timed forward: enough to batch like a search chunk, few enough for seconds
+
+
+def measure_screens(model: Any, kinds: list[str], *, seq_len: int, target_len: int, rows: int,
+                    repeats: int = 1) -> dict[str, float]:
+    """Candidates per second of the model itself (``"none"``) and of each screen, scoring ``rows`` (at most
+    :data:`MEASURE_ROWS`) teacher-forced candidates of ``seq_len`` tokens (logits at the last ``target_len + 1``
+    positions), after one warm-up forward.
+
+    Each screen is first probed on one linear layer of the model's shape against the same layer in float32
+    (milliseconds); one more than :data:`PROBE_SLOWDOWN` times slower (bfloat16 emulated in software on an
+    AVX2-only CPU) is recorded as 0 and not timed on the model, so the whole measurement takes seconds."""
+    device = model.get_input_embeddings().weight.device
+    vocab = model.get_input_embeddings().weight.shape[0]
+    generator = torch.Generator().manual_seed(0)
+    rows = max(1, min(rows, MEASURE_ROWS))
+    ids = torch.randint(0, vocab, (rows, seq_len), generator=generator).to(device)
+    keep = _keep_kwarg(model, target_len + 1)
+
+    def timed(call: Any, repeats: int = repeats) -> float:
+        with torch.inference_mode():
+            call()  # warm-up: allocator, kernels, weight packing
+            best = float("inf")
+            for _ in range(repeats):
+                if device.type == "cuda":
+                    torch.cuda.synchronize(device)
+                start = time.perf_counter()
+                call()
+                if device.type == "cuda":
+                    torch.cuda.synchronize(device)
+                best = min(best, time.perf_counter() - start)
+        return best
+
+    layer = _probe_layer(model, PROBE_TOKENS)
+    base_probe = timed(lambda: layer[0](layer[1]), 3)
+    speeds = {"none": rows / timed(lambda: model(input_ids=ids, **keep))}
+    for kind in kinds:
+        try:
+            probe_layer = screen_copy(torch.nn.Sequential(layer[0]), kind)
+            x = layer[1] if kind == "int8" else layer[1].to(getattr(torch, kind))
+            if timed(lambda m=probe_layer, x=x: m(x), 3) > PROBE_SLOWDOWN * base_probe:
+                speeds[kind] = 0.0  # far slower than float32 here: not worth a model copy
+                continue
+            screen = screen_copy(model, kind)
+        except Exception:  # a copy or quantization this model does not support: not a candidate
+            continue
+        speeds[kind] = rows / timed(lambda m=screen: m(input_ids=ids, **keep))
+        del screen
+    return {k: round(v, 2) for k, v in speeds.items()}
+
+
+def _probe_layer(model: Any, tokens: int) -> tuple[Any, Tensor]:
+    """A float32 linear layer of the model's MLP shape (hidden -> intermediate) and an input of ``tokens`` rows."""
+    config = getattr(model, "config", None)
+    hidden = int(getattr(config, "hidden_size", None) or model.get_input_embeddings().weight.shape[1])
+    wide = int(getattr(config, "intermediate_size", None) or 4 * hidden)
+    device = model.get_input_embeddings().weight.device
+    generator = torch.Generator().manual_seed(1)
+    linear = torch.nn.Linear(hidden, wide).to(device)
+    with torch.no_grad():
+        linear.weight.copy_(torch.randn(wide, hidden, generator=generator) * 0.02)
+    x = torch.randn(max(1, tokens), hidden, generator=generator).to(device)
+    return linear, x
+
+
+def _keep_kwarg(model: Any, n: int) -> dict[str, int]:
+    import inspect
+
+    try:
+        params = inspect.signature(model.forward).parameters
+    except (TypeError, ValueError):
+        return {}
+    for name in ("logits_to_keep", "num_logits_to_keep"):
+        if name in params:
+            return {name: n}
+    return {}
