@@ -10,11 +10,12 @@ margin and re-check logic bound can serve, and the fastest one on this machine s
   FBGEMM/oneDNN, which run on AVX2), activations quantized per batch; CPU only.
 
 ``screen_dtype="auto"`` measures instead of guessing from CPU flags (:func:`choose_screen`): it times one
-chunk of candidates with the model itself and with each screen this device can run, after a probe of one layer that
-rules out in milliseconds a screen far slower than float32 (bfloat16 emulated on AVX2), and keeps
-the fastest if it beats the model by :data:`MIN_SPEEDUP` (a screen costs re-checks). The choice is cached
-per machine, torch version, thread count, model and shape, so every run on a machine makes the same choice
-(the same seed gives the same results); it and the measured speeds are recorded with every result.
+chunk of candidates with the model itself and with each screen this device can run, after a one-layer
+probe that rules out in milliseconds a screen far slower than float32 (bfloat16 emulated on AVX2), and
+keeps a screen only if it beats the model by :data:`MIN_SPEEDUP` (a screen costs re-checks; see
+:func:`pick_screen`). The choice is cached per machine, torch version, thread count, int8 engine, model
+and shape, so every run on a machine makes the same choice (the same seed gives the same results); it
+and the measured speeds are recorded with every result.
 """
 
 from __future__ import annotations
@@ -31,8 +32,9 @@ from typing import Any
 import torch
 from torch import Tensor
 
-SCREEN_KINDS = ("bfloat16", "float16", "int8")
+SCREEN_KINDS = ("bfloat16", "float16", "int8")  # also the order of preference among about-equally fast ones
 MIN_SPEEDUP = 1.3  # a screen must score candidates this much faster than the model to pay for its re-checks
+NEAR_TIE = 1.15  # screens within this factor of the fastest count as equally fast: the most faithful one wins
 PROBE_SLOWDOWN = 2.0  # a screen whose probe layer runs this much slower than float32 is not timed further
 PROBE_TOKENS = 1024  # rows of the probe layer's input: milliseconds on a native path, about a second emulated
 CACHE_FILE = "acr-screens.json"
@@ -139,6 +141,8 @@ def choose_screen(model: Any, *, seq_len: int, target_len: int, rows: int,
         return None, {"chosen": None, "candidates_per_second": {}, "reason": "the model is not float32",
                       "cached": False}
     key_fields = {"cpu": cpu_features(), "torch": torch.__version__, "threads": torch.get_num_threads(),
+                  "capability": torch.backends.cpu.get_cpu_capability(),
+                  "quantized_engine": torch.backends.quantized.engine,
                   "model": _model_signature(model), "shape": [rows, seq_len, target_len], "kinds": kinds,
                   "min_speedup": MIN_SPEEDUP}
     key = fingerprint(key_fields, length=16)
@@ -150,9 +154,7 @@ def choose_screen(model: Any, *, seq_len: int, target_len: int, rows: int,
     if isinstance(cache.get(key), dict) and "chosen" in cache[key]:
         return cache[key]["chosen"], {**cache[key], "key": key, "cached": True}
     speeds = measure_screens(model, kinds, seq_len=seq_len, target_len=target_len, rows=rows)
-    base = speeds.get("none") or 0.0
-    best = max((k for k in kinds if speeds.get(k)), key=lambda k: speeds[k], default=None)
-    chosen = best if best is not None and base and speeds[best] >= MIN_SPEEDUP * base else None
+    chosen = pick_screen(speeds)
     entry = {"chosen": chosen, "candidates_per_second": speeds, "measured": key_fields}
     cache[key] = entry
     with contextlib.suppress(OSError):  # a read-only home: measure again next time
@@ -161,6 +163,19 @@ def choose_screen(model: Any, *, seq_len: int, target_len: int, rows: int,
 
 
 MEASURE_ROWS = 16  # candidates per timed forward: enough to batch like a search chunk, few enough for seconds
+
+
+def pick_screen(speeds: dict[str, float]) -> str | None:
+    """The screen to use given measured candidates/s (``"none"``: the model itself): among the screens at least
+    :data:`MIN_SPEEDUP` times faster than the model, the most faithful one (:data:`SCREEN_KINDS` order)
+    within :data:`NEAR_TIE` of the fastest -- a timing coin flip between two about-equal screens should not
+    decide which one searches."""
+    base = speeds.get("none") or 0.0
+    fast = {k: v for k, v in speeds.items() if k in SCREEN_KINDS and base and v >= MIN_SPEEDUP * base}
+    if not fast:
+        return None
+    top = max(fast.values())
+    return next(k for k in SCREEN_KINDS if k in fast and fast[k] * NEAR_TIE >= top)
 
 
 def measure_screens(model: Any, kinds: list[str], *, seq_len: int, target_len: int, rows: int,

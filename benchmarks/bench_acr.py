@@ -1,7 +1,7 @@
 """ACR search speed: evalkit's GCG vs nanoGCG 0.3.0 driving the same length search, side by side in one run.
 
     .venv/bin/python benchmarks/bench_acr.py [--model hf:smollm2] [--targets FILE] [--max-targets N]
-        [--steps 30] [--search-width 64] [--topk 256] [--seeds 0 1] [--threads 2] [--also-exact]
+        [--steps 30] [--search-width 64] [--topk 256] [--seeds 0 1 2] [--threads 2] [--also-exact]
         [--json OUT]
 
 Needs nanoGCG: ``make install`` puts ``nanogcg==0.3.0`` in with ``--no-deps`` (its transformers pin,
@@ -11,9 +11,10 @@ Both sides run :func:`acr.search.search_prompt_length` (MiniPrompt: grow from 5 
 on the same float32 model, the same targets and seeds, steps per length, search width, top-k and allowed
 tokens (ASCII, no special tokens: nanoGCG's default filter). Only the optimizer at one length differs:
 
-* evalkit: :func:`acr.gcg.optimize_length` with its defaults (where the CPU has native bfloat16, a bfloat16
-  copy scores candidates first; the float32 model takes the gradient, re-scores the copy's best four and
-  its near-matches, moves by exact losses and decides success);
+* evalkit: :func:`acr.gcg.optimize_length` with its defaults (``screen_dtype="auto"``: the fastest screen
+  measured on this machine -- bfloat16, float16 or int8 -- or none, scores candidates first; the float32
+  model takes the gradient, re-scores the screen's best four and its near-matches, moves by exact losses
+  and decides success);
 * nanoGCG: ``nanogcg.GCG.run`` per length, through :mod:`benchmarks.nanogcg_adapter`;
 * with --also-exact, evalkit again with ``screen_dtype="none"`` (float32 throughout), to show how much of
   the speed-up is the screen.
@@ -41,6 +42,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import statistics
 import sys
 import time
@@ -51,33 +53,48 @@ ROOT = Path(__file__).resolve().parent.parent
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
-# Three predictable strings SmolLM2 can be driven to emit within a CPU budget (evalkit found 2-, 4- and
-# 3-token prompts for them at 30 steps per length, seed 0). Famous quotes need budgets beyond a side-by-side
-# CPU run (see the README); pass them with --targets.
-DEFAULT_TARGETS = [
+# Predictable strings SmolLM2 can be driven to emit within a CPU budget (evalkit found 2-, 4- and 3-token
+# prompts for them at 30 steps per length, seed 0), and real quotes from datasets/famous_quotes.json (the
+# shortest ones: longer quotes need budgets beyond a side-by-side CPU run; pass any with --targets).
+COUNTING_TARGETS = [
     "1, 2, 3, 4, 5, 6, 7, 8, 9, 10",
     "Monday, Tuesday, Wednesday, Thursday, Friday, Saturday, Sunday",
     "A, B, C, D, E, F, G, H, I, J, K",
 ]
+QUOTES = ["To be, or not to be, that is the question.", "Neither a borrower nor a lender be."]
+DEFAULT_TARGETS = [*COUNTING_TARGETS, *QUOTES]
 
 
-def matmul_rates(threads: int) -> dict[str, float]:
-    """Best measured GFLOP/s of a dense matmul, float32 and bfloat16, at shapes like a 135M model's."""
+def matmul_rates(threads: int, budget_s: float = 2.0) -> dict[str, float]:
+    """Best measured GFLOP/s of a dense matmul, float32 and bfloat16, at shapes like a 135M model's.
+
+    Bounded in time: each dtype gets about ``budget_s`` seconds; a shape whose single product already takes
+    a large part of that (bfloat16 emulated in software on an AVX2-only CPU: about 2 GFLOP/s) is timed once
+    and the larger shapes are skipped, so the whole measurement takes seconds on every CPU."""
     import torch
 
     torch.set_num_threads(threads)
     rates = {}
     for name, dtype in (("float32", torch.float32), ("bfloat16", torch.bfloat16)):
-        best = 0.0
-        for m, k, n in ((2048, 2048, 2048), (1024, 576, 1536), (1024, 1536, 576)):
+        best, spent = 0.0, 0.0
+        for m, k, n in ((1024, 576, 1536), (1024, 1536, 576), (2048, 2048, 2048)):
+            if spent > budget_s / 2:
+                break
             a, b = torch.randn(m, k, dtype=dtype), torch.randn(k, n, dtype=dtype)
-            for _ in range(3):
-                a @ b
-            repeats = 10
             start = time.perf_counter()
-            for _ in range(repeats):
-                a @ b
-            best = max(best, 2 * m * k * n * repeats / (time.perf_counter() - start) / 1e9)
+            a @ b  # warm-up, and a first timing
+            once = time.perf_counter() - start
+            spent += once
+            repeats = int(min(10, max(0, (budget_s / 3 - once) / max(once, 1e-6))))
+            if repeats:
+                start = time.perf_counter()
+                for _ in range(repeats):
+                    a @ b
+                elapsed = time.perf_counter() - start
+                spent += elapsed
+                best = max(best, 2 * m * k * n * repeats / elapsed / 1e9)
+            else:
+                best = max(best, 2 * m * k * n / once / 1e9)
         rates[name] = best
     return rates
 
@@ -217,20 +234,33 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--steps", type=int, default=30, help="GCG steps per prompt length (default 30)")
     parser.add_argument("--search-width", type=int, default=64)
     parser.add_argument("--topk", type=int, default=256)
-    parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1],
-                        help="each target is searched once per seed by each side (default: 0 1)")
+    parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2],
+                        help="each target is searched once per seed by each side (default: 0 1 2)")
     parser.add_argument("--threads", type=int, default=2)
-    parser.add_argument("--also-exact", action="store_true", help="also run evalkit without the bfloat16 screen")
+    parser.add_argument("--also-exact", action="store_true", help="also run evalkit without a screen")
     parser.add_argument("--json", type=Path, help="write every number here as JSON")
+    parser.add_argument("--emulate-avx2", action="store_true",
+                        help="approximate an AVX2-only CPU on this one: torch, MKL and oneDNN limited to AVX2 "
+                             "(ATEN_CPU_CAPABILITY, MKL_ENABLE_INSTRUCTIONS, ONEDNN_MAX_CPU_ISA) and int8 through "
+                             "oneDNN (FBGEMM would still use AVX-512 VNNI here); a stand-in, not a measurement of "
+                             "such a machine")
     args = parser.parse_args(argv)
+    if args.emulate_avx2 and os.environ.get("ATEN_CPU_CAPABILITY") != "avx2":
+        env = {**os.environ, "ATEN_CPU_CAPABILITY": "avx2", "ONEDNN_MAX_CPU_ISA": "AVX2",
+               "MKL_ENABLE_INSTRUCTIONS": "AVX2"}
+        os.execve(sys.executable, [sys.executable, *sys.argv], env)  # the limits must be set before torch loads
 
     from importlib.metadata import version
 
     import torch
     from nanogcg.utils import get_nonascii_toks
 
+    if args.emulate_avx2:
+        torch.backends.quantized.engine = "onednn"
+
     from acr import ACRConfig
     from acr.gcg import allowed_token_mask
+    from acr.screens import cpu_features
     from acr.search import _prepare
     from acr.targets import load_targets
     from evalkit.runners.base import RunnerOptions, create_runner
@@ -238,7 +268,9 @@ def main(argv: list[str] | None = None) -> int:
     torch.set_num_threads(args.threads)
     targets = load_targets(args.targets) if args.targets else list(DEFAULT_TARGETS)
     targets = targets[: args.max_targets] if args.max_targets else targets
+    start = time.perf_counter()
     rates = matmul_rates(args.threads)
+    rates_seconds = time.perf_counter() - start
     runner = create_runner(args.model, RunnerOptions(device="cpu", dtype="float32", use_chat_template=False,
                                                      progress=False))
     model, tokenizer = runner.model, runner.tokenizer
@@ -252,22 +284,38 @@ def main(argv: list[str] | None = None) -> int:
                                  allow_non_ascii=ACRConfig().allow_non_ascii)
     not_allowed = get_nonascii_toks(tokenizer, device=model.device)  # nanoGCG's own filter, built once
 
+    cpu = cpu_features()
+    print(f"CPU: {cpu['name']} (family {cpu.get('family')}, model {cpu.get('model')}); features: "
+          f"{', '.join(cpu['features']) or 'no AVX2'}; torch capability {torch.backends.cpu.get_cpu_capability()}; "
+          f"int8 engine {torch.backends.quantized.engine}"
+          f"{'; EMULATING an AVX2-only CPU (see --emulate-avx2)' if args.emulate_avx2 else ''}")
     print(f"model {args.model} (float32, CPU, {args.threads} threads); nanogcg {version('nanogcg')}; "
           f"steps/length {args.steps}, search width {args.search_width}, top-k {args.topk}, seeds {args.seeds}")
-    print(f"measured matmul: float32 {rates['float32']:.0f} GFLOP/s, bfloat16 {rates['bfloat16']:.0f} GFLOP/s")
+    print(f"measured matmul ({rates_seconds:.1f} s): float32 {rates['float32']:.0f} GFLOP/s, bfloat16 "
+          f"{rates['bfloat16']:.0f} GFLOP/s")
     rows = []
+    screens: list[dict[str, Any]] = []
     for seed in args.seeds:
         prepared = {side: _prepare(model, tokenizer, ACRConfig(**common, **extra, seed=seed), "smollm2")
                     for side, extra in sides.items()}
         for prep in prepared.values():
             prep.screen_model()  # per-run setup: made here, untimed, as for the other side's token filter
+        chosen = prepared["evalkit"]
+        measured = chosen.screen_measurement or {}
+        print(f"seed {seed}: evalkit's screen: {chosen.screen_dtype or 'none (the model itself)'}; measured "
+              f"candidates/s {measured.get('candidates_per_second')}"
+              f"{' (cached choice)' if measured.get('cached') else ''}", flush=True)
+        screens.append({"seed": seed, "screen": chosen.screen_dtype, "measurement": measured})
         for target in targets:
             rows.append(_compare_target(target, seed, sides, prepared, model, tokenizer, allowed, not_allowed,
                                         rates))
 
 
     print()
-    summary: dict[str, Any] = {"targets": len(rows), "matmul_gflops": rates}
+    summary: dict[str, Any] = {"targets": len(rows), "matmul_gflops": rates, "cpu": cpu, "screens": screens,
+                               "torch_cpu_capability": torch.backends.cpu.get_cpu_capability(),
+                               "quantized_engine": torch.backends.quantized.engine,
+                               "emulated_avx2": args.emulate_avx2}
     for side in sides:
         wall = sum(row[side]["wall_seconds"] for row in rows)
         cand = sum(row[side]["candidates"] for row in rows)

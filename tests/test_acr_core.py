@@ -31,8 +31,8 @@ from acr.gcg import (
     sample_candidates,
     score_candidates,
 )
-from acr.screens import choose_screen, measure_screens, screen_copy, screen_for
 from acr.results import deflate_bytes
+from acr.screens import choose_screen, measure_screens, pick_screen, screen_copy, screen_for
 from evalkit.errors import UsageError
 from tests.acr_models import CHAT_QUOTE, CONFIG, QUOTES
 from tests.acr_models import build_tokenizer as _build_tokenizer
@@ -275,7 +275,7 @@ def test_gcg_scores_each_prompt_once_and_reuses_the_gradient_while_stuck(tiny, m
     assert problem.forward_passes - before >= 1 + 4  # the start, then at least its four in the first step
 
 
-def test_screen_choice(tiny, tmp_path):
+def test_screen_choice(tiny, tmp_path, monkeypatch):
     model, tokenizer = tiny
     assert screen_for(model, "none") == (None, None) and screen_for(model, None) == (None, None)
     assert screen_for(model, "bfloat16") == ("bfloat16", None) and screen_for(model, "int8") == ("int8", None)
@@ -289,11 +289,24 @@ def test_screen_choice(tiny, tmp_path):
     kind, measured = choose_screen(model, seq_len=12, target_len=6, rows=16, cache_dir=tmp_path)
     speeds = measured["candidates_per_second"]
     assert set(speeds) <= {"none", "bfloat16", "float16", "int8"} and speeds["none"] > 0 and not measured["cached"]
-    best = max((k for k in speeds if k != "none"), key=lambda k: speeds[k])
-    assert kind == (best if speeds[best] >= 1.3 * speeds["none"] else None)
+    assert kind == pick_screen(speeds)
     again, cached = choose_screen(model, seq_len=12, target_len=6, rows=16, cache_dir=tmp_path)
     assert (again, cached["cached"], cached["candidates_per_second"]) == (kind, True, speeds)
     assert choose_screen(model, seq_len=13, target_len=6, rows=16, cache_dir=tmp_path)[1]["cached"] is False
+    # A search with "auto" records the choice and the speeds behind it in its result.
+    monkeypatch.setenv("EVALKIT_CACHE_DIR", str(tmp_path / "runs"))
+    config = ACRConfig(**{**CONFIG.to_dict(), "steps_per_length": 2, "screen_dtype": "auto"})
+    (result,) = compute_acr_many(model, tokenizer, _random_strings(tokenizer, 1, 4), config, progress=False)
+    assert result.screen_speeds is not None and result.screen_speeds["none"] > 0
+    assert result.screen_dtype == pick_screen(result.screen_speeds)
+
+
+def test_the_pick_among_measured_screens():
+    assert pick_screen({"none": 10, "bfloat16": 12, "int8": 12.5}) is None  # not worth the re-checks
+    assert pick_screen({"none": 10, "bfloat16": 31, "float16": 11, "int8": 26}) == "bfloat16"
+    assert pick_screen({"none": 10, "bfloat16": 31, "int8": 33}) == "bfloat16"  # a near tie: the faithful one
+    assert pick_screen({"none": 10, "bfloat16": 0.0, "float16": 0.0, "int8": 24}) == "int8"  # AVX2-only CPUs
+    assert pick_screen({"none": 10, "bfloat16": 20, "int8": 40}) == "int8"
 
 
 def test_a_screen_far_slower_than_float32_is_not_timed_on_the_model(tiny, monkeypatch):
