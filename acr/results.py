@@ -58,6 +58,7 @@ class ACRResult:
     false_matches: int = 0  # teacher-forced matches that real generation did not confirm (numerics); rejected
     screen_dtype: str | None = None  # the screen that scored candidates first: bfloat16, float16, int8 (None: none)
     screen_speeds: dict[str, float] | None = None  # "auto": measured candidates/s of the model ("none") and each screen
+    screen_fidelity: dict[str, float] | None = None  # "auto": Spearman of each screen's losses with the model's
     exact_rechecks: int = 0  # screened candidates the model itself scored again (best-ranked and near-matches)
     config: dict[str, Any] = field(default_factory=dict)
 

@@ -35,6 +35,7 @@ from torch import Tensor
 SCREEN_KINDS = ("bfloat16", "float16", "int8")  # also the order of preference among about-equally fast ones
 MIN_SPEEDUP = 1.3  # a screen must score candidates this much faster than the model to pay for its re-checks
 NEAR_TIE = 1.15  # screens within this factor of the fastest count as equally fast: the most faithful one wins
+MIN_FIDELITY = 0.9  # Spearman of a screen's losses with the model's on GCG-like candidates, to be used at all
 PROBE_SLOWDOWN = 2.0  # a screen whose probe layer runs this much slower than float32 is not timed further
 PROBE_TOKENS = 1024  # rows of the probe layer's input: milliseconds on a native path, about a second emulated
 CACHE_FILE = "acr-screens.json"
@@ -144,7 +145,7 @@ def choose_screen(model: Any, *, seq_len: int, target_len: int, rows: int,
                   "capability": torch.backends.cpu.get_cpu_capability(),
                   "quantized_engine": torch.backends.quantized.engine,
                   "model": _model_signature(model), "shape": [rows, seq_len, target_len], "kinds": kinds,
-                  "min_speedup": MIN_SPEEDUP}
+                  "rule": {"min_speedup": MIN_SPEEDUP, "near_tie": NEAR_TIE, "min_fidelity": MIN_FIDELITY}}
     key = fingerprint(key_fields, length=16)
     path = _cache_path(cache_dir)
     try:
@@ -153,9 +154,9 @@ def choose_screen(model: Any, *, seq_len: int, target_len: int, rows: int,
         cache = {}
     if isinstance(cache.get(key), dict) and "chosen" in cache[key]:
         return cache[key]["chosen"], {**cache[key], "key": key, "cached": True}
-    speeds = measure_screens(model, kinds, seq_len=seq_len, target_len=target_len, rows=rows)
-    chosen = pick_screen(speeds)
-    entry = {"chosen": chosen, "candidates_per_second": speeds, "measured": key_fields}
+    speeds, fidelity = measure_screens(model, kinds, seq_len=seq_len, target_len=target_len, rows=rows)
+    chosen = pick_screen(speeds, fidelity)
+    entry = {"chosen": chosen, "candidates_per_second": speeds, "fidelity": fidelity, "measured": key_fields}
     cache[key] = entry
     with contextlib.suppress(OSError):  # a read-only home: measure again next time
         atomic_write_json(path, cache)
@@ -165,13 +166,15 @@ def choose_screen(model: Any, *, seq_len: int, target_len: int, rows: int,
 MEASURE_ROWS = 16  # candidates per timed forward: enough to batch like a search chunk, few enough for seconds
 
 
-def pick_screen(speeds: dict[str, float]) -> str | None:
-    """The screen to use given measured candidates/s (``"none"``: the model itself): among the screens at least
-    :data:`MIN_SPEEDUP` times faster than the model, the most faithful one (:data:`SCREEN_KINDS` order)
-    within :data:`NEAR_TIE` of the fastest -- a timing coin flip between two about-equal screens should not
-    decide which one searches."""
+def pick_screen(speeds: dict[str, float], fidelity: dict[str, float] | None = None) -> str | None:
+    """The screen to use given measured candidates/s (``"none"``: the model itself) and, when given, each
+    screen's ranking fidelity: among the screens at least :data:`MIN_SPEEDUP` times faster than the model
+    that rank candidates as it does (Spearman at least :data:`MIN_FIDELITY`), the most faithful kind
+    (:data:`SCREEN_KINDS` order) within :data:`NEAR_TIE` of the fastest -- a timing coin flip between two
+    about-equal screens should not decide which one searches."""
     base = speeds.get("none") or 0.0
-    fast = {k: v for k, v in speeds.items() if k in SCREEN_KINDS and base and v >= MIN_SPEEDUP * base}
+    fast = {k: v for k, v in speeds.items() if k in SCREEN_KINDS and base and v >= MIN_SPEEDUP * base
+            and (fidelity is None or fidelity.get(k, 0.0) >= MIN_FIDELITY)}
     if not fast:
         return None
     top = max(fast.values())
@@ -179,20 +182,30 @@ def pick_screen(speeds: dict[str, float]) -> str | None:
 
 
 def measure_screens(model: Any, kinds: list[str], *, seq_len: int, target_len: int, rows: int,
-                    repeats: int = 1) -> dict[str, float]:
-    """Candidates per second of the model itself (``"none"``) and of each screen, scoring ``rows`` (at most
-    :data:`MEASURE_ROWS`) teacher-forced candidates of ``seq_len`` tokens (logits at the last ``target_len + 1``
-    positions), after one warm-up forward.
+                    repeats: int = 1) -> tuple[dict[str, float], dict[str, float]]:
+    """``(candidates/s, fidelity)``: how fast the model itself (``"none"``) and each screen score ``rows`` (at
+    most :data:`MEASURE_ROWS`) teacher-forced candidates of ``seq_len`` tokens (logits at the last
+    ``target_len + 1`` positions, after one warm-up forward), and how faithfully each screen ranks them.
+
+    The candidates are what GCG scores: one prompt with single tokens swapped, before a fixed target. A
+    screen's fidelity is the Spearman rank correlation of its losses with the model's over them: GCG moves
+    by the screen's ranking (the model re-scores only its best few), so a fast screen that ranks them
+    differently costs steps instead of saving time.
 
     Each screen is first probed on one linear layer of the model's shape against the same layer in float32
     (milliseconds); one more than :data:`PROBE_SLOWDOWN` times slower (bfloat16 emulated in software on an
-    AVX2-only CPU) is recorded as 0 and not timed on the model, so the whole measurement takes seconds."""
+    AVX2-only CPU) is recorded at speed 0 and not timed on the model, so the whole measurement takes
+    seconds."""
     device = model.get_input_embeddings().weight.device
     vocab = model.get_input_embeddings().weight.shape[0]
     generator = torch.Generator().manual_seed(0)
-    rows = max(1, min(rows, MEASURE_ROWS))
-    ids = torch.randint(0, vocab, (rows, seq_len), generator=generator).to(device)
+    rows = max(2, min(rows, MEASURE_ROWS))
+    free = max(1, seq_len - target_len)
+    ids = torch.randint(0, vocab, (1, seq_len), generator=generator).repeat(rows, 1)
+    ids[torch.arange(rows), torch.arange(rows) % free] = torch.randint(0, vocab, (rows,), generator=generator)
+    ids = ids.to(device)
     keep = _keep_kwarg(model, target_len + 1)
+    labels = ids[:, -target_len:]
 
     def timed(call: Any, repeats: int = repeats) -> float:
         with torch.inference_mode():
@@ -208,9 +221,16 @@ def measure_screens(model: Any, kinds: list[str], *, seq_len: int, target_len: i
                 best = min(best, time.perf_counter() - start)
         return best
 
+    def losses(m: Any) -> Tensor:
+        with torch.inference_mode():
+            logits = m(input_ids=ids, **keep).logits[:, -target_len - 1:-1].float()
+        return torch.nn.functional.cross_entropy(logits.transpose(1, 2), labels, reduction="none").mean(dim=1).cpu()
+
     layer = _probe_layer(model, PROBE_TOKENS)
     base_probe = timed(lambda: layer[0](layer[1]), 3)
     speeds = {"none": rows / timed(lambda: model(input_ids=ids, **keep))}
+    reference = losses(model)
+    fidelity: dict[str, float] = {}
     for kind in kinds:
         try:
             probe_layer = screen_copy(torch.nn.Sequential(layer[0]), kind)
@@ -222,8 +242,17 @@ def measure_screens(model: Any, kinds: list[str], *, seq_len: int, target_len: i
         except Exception:  # a copy or quantization this model does not support: not a candidate
             continue
         speeds[kind] = rows / timed(lambda m=screen: m(input_ids=ids, **keep))
+        fidelity[kind] = round(_spearman(reference, losses(screen)), 3)
         del screen
-    return {k: round(v, 2) for k, v in speeds.items()}
+    return {k: round(v, 2) for k, v in speeds.items()}, fidelity
+
+
+def _spearman(a: Tensor, b: Tensor) -> float:
+    """Spearman's rank correlation (ties by order; the losses are continuous)."""
+    ranks = [t.argsort().argsort().double() for t in (a, b)]
+    ranks = [r - r.mean() for r in ranks]
+    denominator = float(ranks[0].norm() * ranks[1].norm())
+    return float((ranks[0] * ranks[1]).sum()) / denominator if denominator else 0.0
 
 
 def _probe_layer(model: Any, tokens: int) -> tuple[Any, Tensor]:

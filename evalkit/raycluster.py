@@ -19,6 +19,9 @@ from typing import Any
 from evalkit.errors import UsageError
 
 IN_FLIGHT_PER_ACTOR = 2  # unordered maps keep this many items queued on each actor: no idle gap between items
+# A call whose worker died is run again this many times; an item that kills every worker it lands on (one that
+# runs the machine out of memory) then fails the run, with everything finished before it kept.
+RETRIES_AFTER_A_LOST_WORKER = 3
 
 
 @dataclass(frozen=True)
@@ -115,7 +118,7 @@ class ActorPool:
         cpus = settings.cpus_per_worker if cpus is None else cpus
         _check_fits(ray.cluster_resources(), settings.workers, cpus, settings.gpus_per_worker)
         options: dict[str, Any] = {"num_cpus": cpus, "num_gpus": settings.gpus_per_worker, "max_restarts": -1,
-                                   "max_task_retries": -1}
+                                   "max_task_retries": RETRIES_AFTER_A_LOST_WORKER}
         if concurrency > 1:
             options["max_concurrency"] = concurrency
         remote = ray.remote(**options)(_Hosted)

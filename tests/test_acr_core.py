@@ -289,7 +289,7 @@ def test_screen_choice(tiny, tmp_path, monkeypatch):
     kind, measured = choose_screen(model, seq_len=12, target_len=6, rows=16, cache_dir=tmp_path)
     speeds = measured["candidates_per_second"]
     assert set(speeds) <= {"none", "bfloat16", "float16", "int8"} and speeds["none"] > 0 and not measured["cached"]
-    assert kind == pick_screen(speeds)
+    assert kind == pick_screen(speeds, measured["fidelity"])
     again, cached = choose_screen(model, seq_len=12, target_len=6, rows=16, cache_dir=tmp_path)
     assert (again, cached["cached"], cached["candidates_per_second"]) == (kind, True, speeds)
     assert choose_screen(model, seq_len=13, target_len=6, rows=16, cache_dir=tmp_path)[1]["cached"] is False
@@ -307,6 +307,9 @@ def test_the_pick_among_measured_screens():
     assert pick_screen({"none": 10, "bfloat16": 31, "int8": 33}) == "bfloat16"  # a near tie: the faithful one
     assert pick_screen({"none": 10, "bfloat16": 0.0, "float16": 0.0, "int8": 24}) == "int8"  # AVX2-only CPUs
     assert pick_screen({"none": 10, "bfloat16": 20, "int8": 40}) == "int8"
+    # a fast screen that ranks GCG's candidates unlike the model is not used
+    assert pick_screen({"none": 10, "bfloat16": 20, "int8": 40}, {"bfloat16": 0.99, "int8": 0.6}) == "bfloat16"
+    assert pick_screen({"none": 10, "bfloat16": 0.0, "int8": 40}, {"int8": 0.6}) is None
 
 
 def test_a_screen_far_slower_than_float32_is_not_timed_on_the_model(tiny, monkeypatch):
@@ -335,8 +338,9 @@ def test_a_screen_far_slower_than_float32_is_not_timed_on_the_model(tiny, monkey
         return copy
 
     monkeypatch.setattr(acr.screens, "screen_copy", slow_bfloat16)
-    speeds = measure_screens(model, ["bfloat16", "int8"], seq_len=12, target_len=6, rows=16)
+    speeds, fidelity = measure_screens(model, ["bfloat16", "int8"], seq_len=12, target_len=6, rows=16)
     assert speeds["bfloat16"] == 0.0 and "int8" in speeds and speeds["none"] > 0
+    assert "bfloat16" not in fidelity and -1 <= fidelity["int8"] <= 1
     assert ("Sequential", "bfloat16") in copies and (type(model).__name__, "bfloat16") not in copies
     with pytest.raises(UsageError, match="screen_dtype"):
         ACRConfig(screen_dtype="fp8")

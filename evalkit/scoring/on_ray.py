@@ -21,7 +21,7 @@ from collections.abc import Iterator
 from typing import Any
 
 from evalkit.hashing import fingerprint
-from evalkit.raycluster import ActorPool, RaySettings, connect
+from evalkit.raycluster import RETRIES_AFTER_A_LOST_WORKER, ActorPool, RaySettings, connect
 from evalkit.scoring.base import METRICS, DatasetView, Item, Metric, Score
 
 _BUILT: dict[str, Metric] = {}  # per worker process: lexical metrics built once, reused by every task
@@ -82,7 +82,7 @@ class RayScoring:
                 yield from pool.map_unordered("score", chunks)
             return
         ray = self.ray
-        task = ray.remote(num_cpus=self.settings.cpus_per_worker, max_retries=-1)(_score_task)
+        task = ray.remote(num_cpus=self.settings.cpus_per_worker, max_retries=RETRIES_AFTER_A_LOST_WORKER)(_score_task)
         view = ray.put(self.view)
         key = fingerprint({"family": family, "options": options, "view": self.view_fingerprint, "module": module})
         pending = {task.remote(family, options, view, module, key, chunk): index
