@@ -303,7 +303,7 @@ def main(argv: list[str] | None = None) -> int:
         chosen = prepared["evalkit"]
         measured = chosen.screen_measurement or {}
         print(f"seed {seed}: evalkit's screen: {chosen.screen_dtype or 'none (the model itself)'}; measured "
-              f"candidates/s {measured.get('candidates_per_second')}"
+              f"candidates/s {measured.get('candidates_per_second')}, fidelity {measured.get('fidelity')}"
               f"{' (cached choice)' if measured.get('cached') else ''}", flush=True)
         screens.append({"seed": seed, "screen": chosen.screen_dtype, "measurement": measured})
         for target in targets:
