@@ -34,17 +34,8 @@ def timed(into: dict, key: str):
 
 def cpu_description() -> str:
     """The CPU that measured a number: name, family/model and the vector features that decide torch's speed."""
-    import os
-    import platform
+    from acr.screens import cpu_features
 
-    fields: dict[str, str] = {}
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            key, _, value = line.partition(":")
-            fields.setdefault(key.strip(), value.strip())
-    except OSError:
-        return f"{platform.processor() or platform.machine()}, {os.cpu_count()} cores"
-    flags = set(fields.get("flags", "").split())
-    features = [f for f in ("avx2", "avx512f", "avx512_bf16", "amx_bf16") if f in flags] or ["no AVX2"]
-    return (f"{fields.get('model name', platform.machine())} (family {fields.get('cpu family', '?')}, model "
-            f"{fields.get('model', '?')}; {', '.join(features)}), {os.cpu_count()} cores")
+    cpu = cpu_features()
+    return (f"{cpu['name']} (family {cpu.get('family', '?')}, model {cpu.get('model', '?')}; "
+            f"{', '.join(cpu['features']) or 'no AVX2'}), {cpu['cores']} cores")
