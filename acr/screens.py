@@ -39,6 +39,7 @@ MIN_FIDELITY = 0.9  # Spearman of a screen's losses with the model's on GCG-like
 PROBE_SLOWDOWN = 2.0  # a screen whose probe layer runs this much slower than float32 is not timed further
 PROBE_TOKENS = 1024  # rows of the probe layer's input: milliseconds on a native path, about a second emulated
 CACHE_FILE = "acr-screens.json"
+_MEASURED: dict[str, tuple[str | None, dict[str, Any]]] = {}  # key -> choice, measured by this process
 CPU_FLAGS = ("avx2", "avx512f", "avx512_vnni", "avx_vnni", "avx512_bf16", "amx_bf16", "amx_int8")
 
 
@@ -147,6 +148,8 @@ def choose_screen(model: Any, *, seq_len: int, target_len: int, rows: int,
                   "model": _model_signature(model), "shape": [rows, seq_len, target_len], "kinds": kinds,
                   "rule": {"min_speedup": MIN_SPEEDUP, "near_tie": NEAR_TIE, "min_fidelity": MIN_FIDELITY}}
     key = fingerprint(key_fields, length=16)
+    if key in _MEASURED:  # this process measured it already (a read-only cache directory included)
+        return _MEASURED[key][0], {**_MEASURED[key][1], "cached": True}
     path = _cache_path(cache_dir)
     try:
         cache = json.loads(path.read_text(encoding="utf-8"))
@@ -158,8 +161,9 @@ def choose_screen(model: Any, *, seq_len: int, target_len: int, rows: int,
     chosen = pick_screen(speeds, fidelity)
     entry = {"chosen": chosen, "candidates_per_second": speeds, "fidelity": fidelity, "measured": key_fields}
     cache[key] = entry
-    with contextlib.suppress(OSError):  # a read-only home: measure again next time
+    with contextlib.suppress(OSError):  # a read-only home: measured again by the next process
         atomic_write_json(path, cache)
+    _MEASURED[key] = (chosen, {**entry, "key": key})
     return chosen, {**entry, "key": key, "cached": False}
 
 

@@ -261,7 +261,8 @@ class _Prepared:
 
 
 
-def _prepare(model: Any, tokenizer: Any, config: ACRConfig | None, model_name: str | None) -> _Prepared:
+def _prepare(model: Any, tokenizer: Any, config: ACRConfig | None, model_name: str | None,
+             screen: tuple[str | None, dict[str, Any] | None] | None = None) -> _Prepared:
     config = config or ACRConfig()
     check_model(model, tokenizer)
     before, after, scaffold, bos_added = build_scaffold(tokenizer, config)
@@ -273,7 +274,7 @@ def _prepare(model: Any, tokenizer: Any, config: ACRConfig | None, model_name: s
         raise UsageError(str(error)) from error
     name = model_name or getattr(getattr(model, "config", None), "_name_or_path", None) or type(model).__name__
     eot = end_of_turn_ids(tokenizer, config)
-    screen, measurement = resolve_screen(model, tokenizer, config)
+    screen, measurement = screen if screen is not None else resolve_screen(model, tokenizer, config)
     return _Prepared(model, tokenizer, config, before, after, scaffold, bos_added, allowed,
                      context_limit(model, tokenizer), name, eot, screen, measurement)
 
@@ -394,16 +395,19 @@ def compute_acr(model: Any, tokenizer: Any, target: str, config: ACRConfig | Non
 
 def compute_acr_many(model: Any, tokenizer: Any, targets: Iterable[str], config: ACRConfig | None = None,
                      progress: bool = True, on_result: Callable[[ACRResult], None] | None = None,
-                     model_name: str | None = None) -> list[ACRResult]:
+                     model_name: str | None = None,
+                     screen: tuple[str | None, dict[str, Any] | None] | None = None) -> list[ACRResult]:
     """:func:`compute_acr` for each target, in order; every target is validated before any compute is spent.
 
     ``on_result(result)`` is called as each target finishes (e.g. to append a JSONL line), so a long run
     keeps what it has done. Each target's generator is seeded with ``config.seed`` alone, so a target's
-    result does not depend on its position in the list.
+    result does not depend on its position in the list. ``screen``: ``(kind, measurement)`` from
+    :func:`resolve_screen` already made (so a run resolves "auto" once, and every worker of a run searches
+    with the screen its resume fingerprint names); by default it is resolved here.
     """
     from evalkit.progress import progress_bar
 
-    prep = _prepare(model, tokenizer, config, model_name)
+    prep = _prepare(model, tokenizer, config, model_name, screen)
     targets = list(targets)
     encoded = []
     for index, target in enumerate(targets):

@@ -69,3 +69,16 @@ def scored_outputs(news_records: list[dict], n: int) -> list[dict]:
         rows.append({"id": f"s{i:04d}", "document": record["document"], "summary": record["summary"],
                      "output": " ".join(words[i % 7: i % 7 + 20 + i % 23])})
     return rows
+
+
+def jsonl_lines(path: Path) -> list[str]:
+    """The lines of a JSONL file, each with its ``\\n``, split at ``\\n`` only (as evalkit reads them: U+2028,
+    U+2029 and U+0085 are text inside a JSON string, not line breaks)."""
+    from evalkit.jsonl import split_lines
+
+    return [f"{line}\n" for _, line in split_lines(Path(path).read_text(encoding="utf-8")) if line.strip()]
+
+
+def read_jsonl(path: Path) -> list[dict]:
+    """Every row of a JSONL file (see :func:`jsonl_lines`)."""
+    return [json.loads(line) for line in jsonl_lines(path)]

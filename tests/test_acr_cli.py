@@ -20,6 +20,7 @@ from markupsafe import escape
 
 from evalkit.cli import main
 from tests.acr_models import QUOTES, build_tokenizer, random_strings, train
+from tests.helpers import jsonl_lines, read_jsonl
 
 ROOT = Path(__file__).resolve().parents[1]
 SCRIPT = "sun <script>alert('x')</script> moon"
@@ -65,7 +66,7 @@ def _cli(*args: str) -> subprocess.CompletedProcess:
 
 
 def _rows(directory: Path) -> list[dict]:
-    return [json.loads(line) for line in (directory / "results.jsonl").read_text(encoding="utf-8").splitlines()]
+    return read_jsonl(directory / "results.jsonl")
 
 
 def _stable(rows: list[dict]) -> list[dict]:
@@ -135,7 +136,7 @@ def test_resume_recomputes_only_missing_targets_and_matches_an_uninterrupted_run
     full, _ = first_run
     out = tmp_path / "resumed"
     out.mkdir()
-    lines = (full / "results.jsonl").read_text(encoding="utf-8").splitlines(keepends=True)
+    lines = jsonl_lines(full / "results.jsonl")
     (out / "results.jsonl").write_text(lines[0] + lines[1][: len(lines[1]) // 2], encoding="utf-8")
     proc = _cli("acr", "run", "--model", f"hf:{trained}", "--targets", targets_path, "--output-dir", out, *KNOBS)
     assert proc.returncode == 0, proc.stderr
@@ -189,7 +190,7 @@ def test_run_on_ray_equals_the_single_process_run_and_resumes(models, first_run,
     assert summary["config_fingerprint"] == reference["config_fingerprint"]  # the same run, resumable either way
     assert (summary["memorized"], summary["found"]) == (reference["memorized"], reference["found"])
 
-    lines = (out / "results.jsonl").read_text(encoding="utf-8").splitlines(keepends=True)
+    lines = jsonl_lines(out / "results.jsonl")
     (out / "results.jsonl").write_text("".join(lines[:2]), encoding="utf-8")
     again = _cli("acr", "run", "--model", f"hf:{trained}", "--targets", targets_path, "--output-dir", out, *KNOBS,
                  *ray)
@@ -222,7 +223,7 @@ def test_compare_trained_vs_untrained(models, first_run, tmp_path):
     proc = _cli("acr", "compare", "--model", f"hf:{trained}", "--model", f"hf:{untrained}",
                 "--targets", targets_path, "--output-dir", out, *KNOBS)
     assert proc.returncode == 0, proc.stderr
-    records = [json.loads(x) for x in (out / "compare.jsonl").read_text(encoding="utf-8").splitlines()]
+    records = read_jsonl(out / "compare.jsonl")
     assert [r["target"] for r in records] == targets
     for r in records:
         both = r["found_a"] and r["found_b"]

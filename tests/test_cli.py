@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 from evalkit.cli import main
-from tests.helpers import build_tiny_causal_lm, write_jsonl
+from tests.helpers import build_tiny_causal_lm, read_jsonl, write_jsonl
 
 ROOT = Path(__file__).resolve().parents[1]
 METRICS = {"rouge1", "rouge2", "rougeL", "meteor", "bertscore", "bertscore_precision", "bertscore_recall"}
@@ -39,7 +39,7 @@ def evalkit_cli(*args: str, cwd: Path = ROOT) -> subprocess.CompletedProcess:
 
 def read_run(out: Path) -> tuple[dict, list[dict]]:
     results = json.loads((out / "results.json").read_text())
-    records = [json.loads(line) for line in (out / "records.jsonl").read_text().splitlines()]
+    records = read_jsonl(out / "records.jsonl")
     return results, records
 
 

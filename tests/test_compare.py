@@ -13,7 +13,7 @@ import pytest
 
 from evalkit.cli import main
 from tests.aws_server import AWSServer, aws_environment
-from tests.helpers import write_jsonl
+from tests.helpers import read_jsonl, write_jsonl
 
 FACTS = [
     ("What colour is the Orbit dock?", "The Orbit dock is matte black."),
@@ -129,13 +129,13 @@ def test_three_systems_compared_with_paired_statistics_verdicts_and_require_rule
 def test_shared_scoring_equals_separate_runs(three_systems, tmp_path):
     """compare builds the metrics once for every system; the scores equal those of separate evalkit runs."""
     assert main(["compare", "--config", str(three_systems), "--no-progress"]) == 1
-    rows = [json.loads(line) for line in (tmp_path / "questions.jsonl").read_text().splitlines()]
-    outputs = [json.loads(line)["output"] for line in (tmp_path / "vague.jsonl").read_text().splitlines()]
+    rows = read_jsonl(tmp_path / "questions.jsonl")
+    outputs = [row["output"] for row in read_jsonl(tmp_path / "vague.jsonl")]
     write_jsonl(tmp_path / "with-outputs.jsonl", [r | {"output": o} for r, o in zip(rows, outputs, strict=True)])
     assert main(["run", "qa", "--dataset", str(tmp_path / "with-outputs.jsonl"), "--output-field", "output",
                  "--metrics", "semantic_similarity,rouge,refusal", "--output-dir", str(tmp_path / "alone"),
                  "--no-progress", "--no-report"]) == 0
-    alone = [json.loads(line) for line in (tmp_path / "alone" / "records.jsonl").read_text().splitlines()]
+    alone = read_jsonl(tmp_path / "alone" / "records.jsonl")
     shared = [json.loads(line) for line in (tmp_path / "out" / "systems" / "vague" / "records.jsonl")
               .read_text().splitlines()]
     assert [r["scores"] for r in alone] == [r["scores"] for r in shared]

@@ -3,12 +3,12 @@ metric interface they use (needs, lower-is-better columns, explanations, errors)
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import pytest
 
 from evalkit.scoring.base import METRICS, REFERENCES, DatasetView, Item
+from tests.helpers import read_jsonl
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -34,7 +34,7 @@ def test_semantic_similarity_is_the_cosine_of_sentence_transformers_embeddings_m
 
 def test_refusal_precision_and_recall_on_the_held_out_labelled_answers():
     """Thresholds were chosen on the dev half; the test half judges them (README: precision and recall)."""
-    rows = [json.loads(line) for line in (ROOT / "datasets" / "refusal_labelled.jsonl").read_text().splitlines()]
+    rows = read_jsonl(ROOT / "datasets" / "refusal_labelled.jsonl")
     assert len(rows) >= 100 and {r["kind"] for r in rows} >= {"refusal", "hedged answer", "answer"}
     metric = METRICS.get("refusal")()
     assert metric.needs == frozenset() and not metric.higher_is_better("refusal")

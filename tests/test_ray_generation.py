@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 
 from evalkit.cli import main
-from tests.helpers import build_tiny_causal_lm, write_jsonl
+from tests.helpers import build_tiny_causal_lm, read_jsonl, write_jsonl
 
 ray = pytest.importorskip("ray")
 
@@ -30,7 +30,7 @@ def dataset(tmp_path, news_records) -> Path:
 
 
 def _records(run_dir: Path) -> list[dict]:
-    rows = [json.loads(line) for line in (run_dir / "records.jsonl").read_text().splitlines()]
+    rows = read_jsonl(run_dir / "records.jsonl")
     for row in rows:  # how long a call took, and whether it was reused, differ by nature
         row.pop("generation", None)
     return rows

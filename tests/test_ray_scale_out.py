@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from evalkit.cli import main
-from tests.helpers import SlowEcho, scored_outputs, write_jsonl
+from tests.helpers import SlowEcho, read_jsonl, scored_outputs, write_jsonl
 
 pytest.importorskip("ray")
 
@@ -36,49 +36,40 @@ def test_a_killed_actor_costs_only_its_in_flight_items(local_ray):
 
 
 def _records(run_dir: Path) -> list[dict]:
-    return [json.loads(line) for line in (run_dir / "records.jsonl").read_text().splitlines()]
-
-
-LEXICAL = ("rouge1", "rouge2", "rougeL", "meteor")
-MODEL = ("bertscore", "bertscore_precision", "bertscore_recall", "semantic_similarity")
+    return read_jsonl(run_dir / "records.jsonl")
 
 
 def test_scores_on_ray_equal_the_single_process_scores(local_ray, news_records, tmp_path):
-    """300 records (two chunks): ROUGE and METEOR as tasks, BERTScore and semantic similarity as actor pools.
-    Lexical scores are equal bit for bit. Model scores are too when a worker runs as many torch threads as the
-    single process; with fewer, PyTorch's CPU kernels sum in another order and a few values move in the last
-    float32 bits (at most a few 1e-8 here)."""
+    """300 records (two chunks): ROUGE and METEOR as tasks, BERTScore and semantic similarity as actor pools;
+    every record and every mean equal bit for bit to the single-process run's with the same torch threads as a
+    worker (with other thread counts PyTorch's CPU kernels sum in another order: benchmarks/bench_ray.py
+    prints how far model scores then move, 7.5e-8 at most here)."""
     import torch
 
     data = write_jsonl(tmp_path / "outputs.jsonl", scored_outputs(news_records, 300))
     base = ["run", "summarization", "--dataset", str(data), "--output-field", "output", "--no-progress",
             "--no-report", "--metrics", "rouge,meteor,bertscore,semantic_similarity"]
-    assert main([*base, "--output-dir", str(tmp_path / "alone")]) == 0
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)  # what a worker with --ray-cpus-per-worker 1 runs
+    try:
+        assert main([*base, "--output-dir", str(tmp_path / "alone")]) == 0
+    finally:
+        torch.set_num_threads(threads)
     assert main([*base, "--output-dir", str(tmp_path / "ray"), "--ray", "--ray-cpus-per-worker", "1"]) == 0
     alone, pooled = _records(tmp_path / "alone"), _records(tmp_path / "ray")
-    assert len(alone) == len(pooled) == 300
-    for a, b in zip(alone, pooled, strict=True):
-        assert {k: v for k, v in a.items() if k != "scores"} == {k: v for k, v in b.items() if k != "scores"}
-        assert set(a["scores"]) == set(b["scores"]) >= {*LEXICAL, *MODEL}
-        assert all(a["scores"][c] == b["scores"][c] for c in LEXICAL)
-        assert all(abs(a["scores"][c] - b["scores"][c]) < 1e-6 for c in MODEL)
+    assert len(alone) == 300 and pooled == alone
+    columns = {"rouge1", "rouge2", "rougeL", "meteor", "bertscore", "bertscore_precision", "bertscore_recall",
+               "semantic_similarity"}
+    assert all(set(r["scores"]) == columns for r in alone)
     a, b = (json.loads((tmp_path / d / "results.json").read_text()) for d in ("alone", "ray"))
+    assert a["metrics"] == b["metrics"]
     assert b["scoring_store"] == {m: {"reused": 0, "scored": 300} for m in
                                   ("rouge", "meteor", "bertscore", "semantic_similarity")}
     # every chunk's scores are in the run store: the same run again scores nothing, and says so
     assert main([*base, "--output-dir", str(tmp_path / "ray"), "--ray", "--ray-cpus-per-worker", "1"]) == 0
     again = json.loads((tmp_path / "ray" / "results.json").read_text())
     assert again["scoring_store"]["bertscore"] == {"reused": 300, "scored": 0}
-    assert _records(tmp_path / "ray") == pooled and again["metrics"] == b["metrics"]
-
-    # one worker with the single process's threads: the model scores are equal bit for bit
-    threads = torch.get_num_threads()
-    exact = [*base[:-1], "bertscore", "--output-dir", str(tmp_path / "exact"), "--ray", "--ray-workers", "1",
-             "--ray-cpus-per-worker", str(threads)]
-    if threads <= 2:  # the session's Ray has 2 CPUs
-        assert main(exact) == 0
-        for a, b in zip(alone, _records(tmp_path / "exact"), strict=True):
-            assert all(a["scores"][c] == b["scores"][c] for c in MODEL[:3])
+    assert _records(tmp_path / "ray") == alone and again["metrics"] == a["metrics"]
 
 
 def test_a_pool_the_cluster_cannot_hold_is_refused_before_anything_loads(local_ray, news_records, tmp_path, capsys):

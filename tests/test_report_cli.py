@@ -4,7 +4,6 @@ anything is written."""
 
 from __future__ import annotations
 
-import json
 import re
 from pathlib import Path
 
@@ -13,7 +12,7 @@ import pytest
 
 from evalkit.cli import main
 from tests.browser import dump_dom
-from tests.helpers import write_jsonl
+from tests.helpers import read_jsonl, write_jsonl
 
 QUESTIONS = [(f"What is fact {i}?", f"Fact {i} is that the {w} hub uses port {8000 + i}.")
              for i, w in enumerate("red green blue amber violet teal olive coral ivory slate".split())]
@@ -40,7 +39,7 @@ def two_runs(tmp_path):
 
 
 def _records(run_dir: Path) -> dict[str, dict]:
-    return {r["id"]: r for r in map(json.loads, (run_dir / "records.jsonl").read_text().splitlines())}
+    return {r["id"]: r for r in read_jsonl(run_dir / "records.jsonl")}
 
 
 def test_two_runs_made_at_different_times_compared_pair_by_pair(two_runs, tmp_path, capsys):

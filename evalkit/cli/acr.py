@@ -182,27 +182,32 @@ def _load_model(spec: str, options: Any):
     return runner
 
 
-def _resolved(runner: Any, config: Any) -> dict[str, Any]:
-    """What really runs: "auto" dtypes, devices and screens resolve differently on other machines, and their
-    results must not be mixed on resume."""
-    from acr.search import resolve_screen
-
-    screen, _ = resolve_screen(runner.model, runner.tokenizer, config)
-    return {"dtype": str(runner.model.dtype).removeprefix("torch."), "device": str(runner.device),
-            "screen_dtype": screen}
-
-
 class _Searcher:
-    """One model for ACR searches, inside a Ray actor (``evalkit acr run --ray``): one target per call."""
+    """One model for ACR searches: in this process, or inside a Ray actor (``evalkit acr run --ray``, one
+    target per call)."""
 
     def __init__(self, spec: str, options: Any, config: Any) -> None:
         self.spec, self.config = spec, config
         self.runner = _load_model(spec, options)
+        self.screen: tuple[str | None, dict[str, Any] | None] | None = None
 
     def info(self) -> dict[str, Any]:
-        describe = self.runner.describe() if callable(getattr(self.runner, "describe", None)) else {"spec": self.spec}
-        return {"model_id": _model_id(self.runner, self.spec), "resolved": _resolved(self.runner, self.config),
-                "describe": describe}
+        """The model id and what really runs: "auto" dtypes, devices and screens resolve differently on other
+        machines, and their results must not be mixed on resume. Resolves the screen (once)."""
+        from acr.search import resolve_screen
+
+        if self.screen is None:
+            self.screen = resolve_screen(self.runner.model, self.runner.tokenizer, self.config)
+        runner = self.runner
+        describe = runner.describe() if callable(getattr(runner, "describe", None)) else {"spec": self.spec}
+        resolved = {"dtype": str(runner.model.dtype).removeprefix("torch."), "device": str(runner.device),
+                    "screen_dtype": self.screen[0]}
+        return {"model_id": _model_id(runner, self.spec), "resolved": resolved, "describe": describe,
+                "screen": self.screen}
+
+    def use_screen(self, screen: tuple[str | None, dict[str, Any] | None]) -> None:
+        """Search with the screen the run resolved (on its first worker), not one measured here."""
+        self.screen = screen
 
     def validate(self, targets: list[str], path: str) -> tuple[int, dict[str, Any] | None]:
         """(targets shorter than the prompt cap, None), or (0, the InputError's fields)."""
@@ -216,9 +221,9 @@ class _Searcher:
     def compute(self, target: str) -> dict[str, Any]:
         from acr import compute_acr_many
 
-        model_id = _model_id(self.runner, self.spec)
         (result,) = compute_acr_many(self.runner.model, self.runner.tokenizer, [target], self.config,
-                                     progress=False, model_name=model_id)
+                                     progress=False, model_name=_model_id(self.runner, self.spec),
+                                     screen=self.screen)
         return result.to_dict()
 
 
@@ -246,8 +251,7 @@ def _searchers(spec: str, args: argparse.Namespace, config: Any, ray: Any, targe
 
 
 def _search_on_ray(pool: Any, todo: list[str], keep: Any, *, progress: bool) -> None:
-    """One target per Ray call, each kept (appended to results.jsonl) the moment it returns; then the
-    actors and their models are freed."""
+    """One target per Ray call, each kept (appended to results.jsonl) the moment it returns."""
     from evalkit.progress import progress_counter
 
     bar = progress_counter(len(todo), desc="ACR (Ray)", enabled=progress and bool(todo))
@@ -257,7 +261,6 @@ def _search_on_ray(pool: Any, todo: list[str], keep: Any, *, progress: bool) -> 
             bar.update(1)
     finally:
         bar.close()
-        pool.close()
 
 
 def _validate_targets(runner: Any, targets: list[str], config: Any, path: str) -> int:
@@ -346,6 +349,7 @@ def _acr_in(spec: str, args: argparse.Namespace, targets: list[str], config: Any
     else:
         pool = _searchers(spec, args, config, ray, targets)
         info = pool.call_on(0, "info")
+        pool.on_each("use_screen", info["screen"])  # every worker searches as the fingerprint says
         info["describe"] = {**info["describe"], "ray": ray.to_dict()}
     load_s = time.perf_counter() - started
     model_id, resolved = info["model_id"], info["resolved"]
@@ -372,7 +376,7 @@ def _acr_in(spec: str, args: argparse.Namespace, targets: list[str], config: Any
         acr_started = time.perf_counter()
         if todo and pool is None:
             compute_acr_many(runner.model, runner.tokenizer, todo, config, progress=not args.no_progress,
-                             on_result=keep, model_name=model_id)
+                             on_result=keep, model_name=model_id, screen=info["screen"])
         elif pool is not None:
             _search_on_ray(pool, todo, keep, progress=not args.no_progress)
         acr_s = time.perf_counter() - acr_started
@@ -400,6 +404,7 @@ def _acr_in(spec: str, args: argparse.Namespace, targets: list[str], config: Any
         "seed": config.seed,
         "config": config.to_dict(),
         "resolved": resolved,
+        "screen_measurement": info["screen"][1],  # "auto": candidates/s and fidelity of each screen, cached or not
         "config_fingerprint": fingerprint,
         "runner": describe,
         "versions": _versions(),
