@@ -15,7 +15,7 @@ from evalkit.statistics.summary import MEAN_CI_METHOD, PROPORTION_CI_METHOD, mea
 FRAME_COLUMNS = [
     "target", "target_tokens", "prompt_tokens", "acr", "memorized", "success", "censored",
     "verified_generation", "retokenizes", "prompt_text", "longest_failed", "shortest_success", "steps",
-    "forward_passes", "exact_rechecks", "screen_dtype", "wall_seconds", "prompt_bytes", "deflate_bytes",
+    "forward_passes", "exact_rechecks", "pruned", "screen_dtype", "wall_seconds", "prompt_bytes", "deflate_bytes",
     "beats_deflate", "budget", "model", "seed",
 ]
 
@@ -65,6 +65,7 @@ def summarize_results(results: Sequence[ACRResult | dict[str, Any]], seed: int =
         "beats_deflate": sum(1 for r in rows if r.get("beats_deflate")),
         "forward_passes": int(sum(r.get("forward_passes") or 0 for r in rows)),
         "exact_rechecks": int(sum(r.get("exact_rechecks") or 0 for r in rows)),
+        "pruned": int(sum(r.get("pruned") or 0 for r in rows)),
         "wall_seconds": float(sum(r.get("wall_seconds") or 0.0 for r in rows)),
         "candidates_per_second": None,
     }

@@ -30,6 +30,7 @@ per step; with the gradient and the ranking also taken from the copy, it needed 
 from __future__ import annotations
 
 import inspect
+import math
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
@@ -89,6 +90,7 @@ class Problem:
     keep: Callable[[Tensor], Tensor] | None = None  # which candidate prompts may be tried (e.g. re-tokenizing ones)
     forward_passes: int = 0  # candidate sequences scored so far (by the screen when there is one)
     exact_rechecks: int = 0  # screened candidates the model itself scored again (best-ranked and near-matches)
+    pruned: int = 0  # scored candidates dropped before the target's end: they could not match or move GCG
 
     @property
     def device(self) -> torch.device:
@@ -152,7 +154,11 @@ def _auto_chunk_size(model: Any, seq_len: int, target_len: int, search_width: in
     hidden = getattr(config, "hidden_size", None) or getattr(config, "n_embd", None) or 1024
     wide = max(hidden, getattr(config, "intermediate_size", None) or getattr(config, "n_inner", None) or 4 * hidden)
     heads = getattr(config, "num_attention_heads", None) or getattr(config, "n_head", None) or 16
-    per_candidate = 4 * (3 * (target_len + 1) * vocab + 6 * seq_len * wide + heads * seq_len * seq_len)
+    layers = getattr(config, "num_hidden_layers", None) or getattr(config, "n_layer", None) or 32
+    # logits and their temporaries, one layer's widest activations and attention scores, and the K/V kept
+    # between the target's scoring stages (at most the hidden size per layer and token, each for K and V)
+    per_candidate = 4 * (3 * (target_len + 1) * vocab + 6 * seq_len * wide + heads * seq_len * seq_len
+                         + 2 * layers * hidden * seq_len)
     budget = CPU_CHUNK_BUDGET_BYTES
     device = model.get_input_embeddings().weight.device
     if device.type == "cuda":
@@ -167,9 +173,7 @@ def _prefix_cache(model: Any, prefix: Tensor) -> tuple | None:
     # no_grad, not inference_mode: the cache also feeds the gradient pass, and inference tensors
     # cannot be saved for backward.
     with torch.no_grad():
-        past = model(input_ids=prefix, use_cache=True).past_key_values
-    past = past.to_legacy_cache() if hasattr(past, "to_legacy_cache") else past
-    return tuple((layer[0], layer[1]) for layer in past)
+        return _legacy(model(input_ids=prefix, use_cache=True).past_key_values)
 
 
 def build_problem(model: Any, prefix_ids: list[int], suffix_ids: list[int], target_ids: list[int],
@@ -201,11 +205,11 @@ def build_problem(model: Any, prefix_ids: list[int], suffix_ids: list[int], targ
                    screen=screen, keep=keep)
 
 
-def _expanded_cache(model: Any, cache: tuple, batch: int) -> Any:
-    """A fresh cache object holding the prefix K/V expanded (as views) to ``batch`` rows.
+def _cache_for(model: Any, cache: tuple, batch: int) -> Any:
+    """A fresh cache object holding legacy ``((k, v), ...)`` K/V, expanded (as views) to ``batch`` rows.
 
-    Fresh per call because a ``DynamicCache`` is appended to in place by the forward pass; the expanded
-    views themselves are never written (the new K/V are concatenated into new tensors).
+    Fresh per call because a ``DynamicCache`` is appended to in place by the forward pass; the tensors
+    themselves are never written (the new K/V are concatenated into new tensors).
     """
     legacy = tuple((k.expand(batch, -1, -1, -1), v.expand(batch, -1, -1, -1)) for k, v in cache)
     if getattr(model, "_supports_cache_class", False):
@@ -215,26 +219,26 @@ def _expanded_cache(model: Any, cache: tuple, batch: int) -> Any:
     return legacy
 
 
-def _target_logits(problem: Problem, model: Any, cache: tuple | None, *, input_ids: Tensor | None = None,
-                   inputs_embeds: Tensor | None = None) -> Tensor:
+def _legacy(past: Any) -> tuple:
+    past = past.to_legacy_cache() if hasattr(past, "to_legacy_cache") else past
+    return tuple((layer[0], layer[1]) for layer in past)
+
+
+def _target_logits(problem: Problem, model: Any, cache: tuple | None, *, inputs_embeds: Tensor) -> Tensor:
     """``model``'s logits at the positions that predict the target tokens: (batch, T, V).
 
-    The prefix is supplied from ``cache`` (that model's), so the forward runs only over free + suffix +
-    target tokens, and (where the model supports it) the LM head runs only over the last T + 1 positions.
+    ``inputs_embeds`` embeds free + suffix + target tokens but the last (no position predicts from it). The
+    prefix is supplied from ``cache`` (that model's), and (where the model supports it) the LM head runs only
+    over the last T positions.
     """
-    given = input_ids if input_ids is not None else inputs_embeds
-    batch = given.shape[0]
+    batch = inputs_embeds.shape[0]
     n_target = problem.target_ids.shape[1]
     kwargs: dict[str, Any] = {"use_cache": cache is not None}
     if cache is not None:
-        kwargs["past_key_values"] = _expanded_cache(model, cache, batch)
+        kwargs["past_key_values"] = _cache_for(model, cache, batch)
     if problem.logits_kwarg is not None:
-        kwargs[problem.logits_kwarg] = n_target + 1
-    if input_ids is not None:
-        logits = model(input_ids=input_ids, **kwargs).logits
-    else:
-        logits = model(inputs_embeds=inputs_embeds, **kwargs).logits
-    return logits[:, -(n_target + 1):-1, :]
+        kwargs[problem.logits_kwarg] = n_target
+    return model(inputs_embeds=inputs_embeds, **kwargs).logits[:, -n_target:, :]
 
 
 def token_gradient(problem: Problem, prompt_ids: Tensor) -> Tensor:
@@ -251,7 +255,7 @@ def token_gradient(problem: Problem, prompt_ids: Tensor) -> Tensor:
     one_hot = torch.nn.functional.one_hot(prompt_ids.to(weight.device), num_classes=weight.shape[0])
     one_hot = one_hot.to(weight.dtype).unsqueeze(0).requires_grad_(True)
     with torch.enable_grad():
-        fixed = embedding(torch.cat([problem.suffix_ids, problem.target_ids], dim=1))
+        fixed = embedding(torch.cat([problem.suffix_ids, problem.target_ids[:, :-1]], dim=1))
         embeds = torch.cat([one_hot @ weight, fixed], dim=1)
         logits = _target_logits(problem, model, cache, inputs_embeds=embeds)
         loss = torch.nn.functional.cross_entropy(logits[0].float(), problem.target_ids[0])
@@ -313,45 +317,157 @@ def _is_oom(error: RuntimeError) -> bool:
 # faster than one pass over 64 SmolLM2 candidates).
 STATS_SLICE_BYTES = 1 << 23
 
+# The target is scored in stages ending at these fractions of its tokens (at least MIN_STAGE_TOKENS each).
+# After a stage, a candidate that already mispredicts a target token, is already further than ``reach``
+# from a match, and whose cross-entropy so far already reaches the best complete loss is not scored
+# further: cross-entropy is never negative, so its full loss can only be higher, and it can neither end
+# the length nor be the prompt GCG moves to. GCG's candidates mostly differ from a prompt whose loss is
+# concentrated on the first target tokens, so most stop early (see :func:`_teacher_forced`). Targets shorter
+# than STAGED_FROM_TOKENS are scored in one stage: measured on SmolLM2 (float32, 2 threads, 8 GCG steps of 64
+# candidates), a 29-token target scored 1.43-1.57x faster in stages, an 8-token quote 0.85-1.04x (too little
+# of it is left to skip).
+STAGE_FRACTIONS = (0.25, 0.5, 1.0)
+MIN_STAGE_TOKENS = 2
+STAGED_FROM_TOKENS = 16
+
+
+def _stage_ends(n_target: int) -> list[int]:
+    """How many target tokens are predicted after each stage, e.g. 29 -> [8, 15, 29]; 8 -> [8]."""
+    if n_target < STAGED_FROM_TOKENS:
+        return [n_target]
+    return sorted({min(n_target, max(MIN_STAGE_TOKENS, math.ceil(f * n_target))) for f in STAGE_FRACTIONS})
+
 
 def _target_stats(logits: Tensor, target: Tensor) -> tuple[Tensor, Tensor, Tensor]:
-    """Per candidate, from its target-position logits (B, T, V): mean cross-entropy, exact-match flag, margin."""
+    """Per candidate, from its logits at some target positions (B, K, V) and those K target tokens:
+    cross-entropy summed over the positions, whether the argmax is the target at every one, and the margin
+    (target logit minus the best other) at the worst one."""
     rows = max(1, STATS_SLICE_BYTES // (4 * logits.shape[1] * logits.shape[2]))
     if logits.device.type != "cpu":
         rows = logits.shape[0]  # accelerators: one pass, no slicing
-    losses, matches, margins = [], [], []
+    sums, matches, margins = [], [], []
     for start in range(0, logits.shape[0], rows):
         part = logits[start:start + rows].float()
         labels = target.expand(part.shape[0], -1)
         picked = part.gather(-1, labels.unsqueeze(-1)).squeeze(-1)
         top2 = part.topk(2, dim=-1)
         best_other = torch.where(top2.indices[..., 0] == labels, top2.values[..., 1], top2.values[..., 0])
-        losses.append((torch.logsumexp(part, dim=-1) - picked).mean(dim=1))
+        sums.append((torch.logsumexp(part, dim=-1) - picked).sum(dim=1))
         matches.append((part.argmax(dim=-1) == labels).all(dim=1))
         margins.append((picked - best_other).min(dim=1).values)
-    return tuple(torch.cat(values).cpu() for values in (losses, matches, margins))
+    return tuple(torch.cat(values).cpu() for values in (sums, matches, margins))
 
 
-def _teacher_forced(problem: Problem, model: Any, cache: tuple | None,
-                    candidates: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+def _forward_stage(problem: Problem, model: Any, past: tuple | None, ids: Tensor, n_logits: int,
+                   more: bool) -> tuple[Tensor, tuple | None]:
+    """One forward over ``ids`` after ``past`` (legacy K/V, batch 1 or ``len(ids)``): the logits at the last
+    ``n_logits`` positions, and (when ``more`` stages follow) the K/V of everything seen so far."""
+    kwargs: dict[str, Any] = {"use_cache": more or past is not None}
+    if past is not None:
+        kwargs["past_key_values"] = _cache_for(model, past, ids.shape[0])
+    if problem.logits_kwarg is not None:
+        kwargs[problem.logits_kwarg] = n_logits
+    out = model(input_ids=ids, **kwargs)
+    return out.logits[:, -n_logits:, :], (_legacy(out.past_key_values) if more else None)
+
+
+def _rows_of(past: tuple, rows: Tensor) -> tuple:
+    return tuple((k[rows], v[rows]) for k, v in past)
+
+
+@dataclass
+class _Chunk:
+    """Running totals of one chunk of candidates scored stage by stage (on CPU)."""
+
+    sums: Tensor  # cross-entropy summed over the target tokens scored so far
+    matches: Tensor  # argmax equals the target at every position scored so far
+    margins: Tensor  # worst margin over the positions scored so far
+    scored: Tensor  # target tokens scored so far, per candidate
+
+    def add(self, rows: Tensor, stats: tuple[Tensor, Tensor, Tensor], tokens: int) -> None:
+        sums, matches, margins = stats
+        self.sums[rows] += sums
+        self.matches[rows] &= matches
+        self.margins[rows] = torch.minimum(self.margins[rows], margins)
+        self.scored[rows] += tokens
+
+
+def _score_chunk(problem: Problem, model: Any, cache: tuple | None, chunk: Tensor, *, keep: int | None,
+                 bar: list[float], below: float, reach: float | None) -> _Chunk:
+    """Score one chunk stage by stage (see :data:`STAGE_FRACTIONS`), every candidate to the end when ``keep``
+    is None. Otherwise the ``keep`` lowest complete loss sums seen so far (``bar``, updated in place) and
+    ``below`` set the bar a candidate's partial sum must stay under to go on."""
+    target = problem.target_ids
+    n_target, n = target.shape[1], chunk.shape[0]
+    ends = _stage_ends(n_target) if keep is not None else [n_target]
+    state = _Chunk(torch.zeros(n), torch.ones(n, dtype=torch.bool), torch.full((n,), float("inf")),
+                   torch.zeros(n, dtype=torch.long))
+    # Inputs: free + suffix + target but its last token; the logit at input j predicts input j + 1.
+    ids = torch.cat([chunk.to(problem.device), torch.cat([problem.suffix_ids, target[:, :-1]], dim=1)
+                     .expand(n, -1)], dim=1)
+    offset = ids.shape[1] - (n_target - 1)  # inputs before the first target token
+    logits, past = _forward_stage(problem, model, cache, ids[:, :offset + ends[0] - 1], ends[0], len(ends) > 1)
+    state.add(torch.arange(n), _target_stats(logits, target[0, :ends[0]]), ends[0])
+    del logits
+    if len(ends) == 1:
+        return state
+    alive = torch.arange(n)
+
+    def run_to(rows: Tensor, done: int, stop: int) -> tuple | None:
+        """Score ``rows`` (indices into ``alive``'s K/V) over target tokens done..stop; their new K/V."""
+        logits, more = _forward_stage(problem, model, _rows_of(past, rows), ids[alive[rows], offset + done - 1:
+                                      offset + stop - 1], stop - done, stop < n_target)
+        state.add(alive[rows], _target_stats(logits, target[0, done:stop]), stop - done)
+        return more
+
+    # Best first: the lowest partial sums are scored to the end at once, so the bar is set before pruning.
+    need = keep - len(bar)
+    if need > 0:
+        first = state.sums.topk(min(need, n), largest=False).indices
+        run_to(first, ends[0], n_target)
+        bar.extend(state.sums[first].tolist())
+    for done, stop in zip(ends, ends[1:], strict=False):
+        cut = min(below * n_target, sorted(bar)[keep - 1] if len(bar) >= keep else float("inf"))
+        rows = alive[state.scored[alive] < n_target]
+        can_matter = state.matches[rows] | (state.sums[rows] < cut)
+        if reach is not None:
+            can_matter |= state.margins[rows] > -reach
+        kept = rows[can_matter]
+        if kept.numel() == 0:
+            break
+        past = run_to(torch.searchsorted(alive, kept), done, stop)
+        alive = kept
+        if stop == n_target:
+            bar.extend(state.sums[kept].tolist())
+    return state
+
+
+def _teacher_forced(problem: Problem, model: Any, cache: tuple | None, candidates: Tensor, *,
+                    keep: int | None = None, below: float = float("inf"),
+                    reach: float | None = None) -> tuple[Tensor, Tensor, Tensor]:
     """``model``'s loss, exact-match flag and margin for every candidate, in memory-sized chunks (on CPU).
 
     The margin is the target logit minus the best other logit at the target's worst position: positive
     where greedy decoding emits the whole target (the flag itself is the plain argmax test, so ties are
     broken exactly as ``generate`` breaks them).
+
+    With ``keep``, only what can decide the step is scored to the end: the ``keep`` lowest losses, every
+    loss below ``below``, every match and (given ``reach``) every candidate within ``reach`` of a match.
+    The rest stop after the first stage that rules them out (:data:`STAGE_FRACTIONS`) and get an infinite
+    loss and their margin so far (an upper bound, already at most ``-reach``). The scores that are
+    computed are the same either way: each stage continues from the K/V of the one before.
     """
     n = candidates.shape[0]
     losses, matches, margins = torch.empty(n), torch.zeros(n, dtype=torch.bool), torch.empty(n)
-    target = problem.target_ids
-    fixed = torch.cat([problem.suffix_ids, target], dim=1)
+    n_target = problem.target_ids.shape[1]
+    bar: list[float] = []
     start = 0
     with torch.inference_mode():
         while start < n:
             stop = min(n, start + problem.chunk_size)
-            chunk = candidates[start:stop].to(problem.device)
-            ids = torch.cat([chunk, fixed.expand(chunk.shape[0], -1)], dim=1)
             try:
-                logits = _target_logits(problem, model, cache, input_ids=ids)
+                state = _score_chunk(problem, model, cache, candidates[start:stop], keep=keep, bar=bar,
+                                     below=below, reach=reach)
             except RuntimeError as error:
                 if not _is_oom(error) or problem.chunk_size == 1:
                     raise
@@ -359,32 +475,42 @@ def _teacher_forced(problem: Problem, model: Any, cache: tuple | None,
                 if problem.device.type == "cuda":
                     torch.cuda.empty_cache()
                 continue
-            stats = _target_stats(logits, target[0])
-            for out, values in zip((losses, matches, margins), stats, strict=True):
-                out[start:stop] = values
+            complete = state.scored == n_target
+            losses[start:stop] = torch.where(complete, state.sums / n_target, float("inf"))
+            matches[start:stop] = state.matches & complete
+            margins[start:stop] = state.margins
+            problem.pruned += int((~complete).sum())
             start = stop
     return losses, matches, margins
 
 
-def score_candidates(problem: Problem, candidates: Tensor) -> tuple[Tensor, Tensor, Tensor]:
-    """Teacher-forced loss and exact-match flag of every candidate: ``(losses, matches, exact)`` on CPU.
+def score_candidates(problem: Problem, candidates: Tensor,
+                     below: float = float("inf")) -> tuple[Tensor, Tensor, Tensor]:
+    """Teacher-forced loss and exact-match flag of every candidate that can matter: ``(losses, matches, exact)``
+    on CPU.
 
     ``matches[i]`` is true when the argmax at every target position equals the target token. That holds
     exactly when greedy decoding from candidate ``i`` emits the whole target (each greedy step sees the
     same prefix teacher forcing does, as long as every earlier step was right), so all candidates of a
     step are checked for success in the same forward pass that scores them.
 
-    ``exact[i]`` says that ``losses[i]`` is the model's own. Without a screen all are. With one, every
-    loss is first the screen's; the ``screen.rerank`` lowest and every candidate the screen puts within
+    Candidates that can neither match nor be the lowest loss (nor, with a screen, be among its best-ranked
+    or near-matches), nor have a loss under ``below`` (the current prompt's), are not scored past the
+    target token that shows it; their loss is ``inf`` (see :func:`_teacher_forced`).
+
+    ``exact[i]`` says that ``losses[i]`` is the model's own. Without a screen all finite ones are. With one,
+    every loss is first the screen's; the ``screen.rerank`` lowest and every candidate the screen puts within
     ``screen.reach`` of a match are scored again by the model, and those get its loss and its match flag
     (the only flags that can be true).
     """
     screen = problem.screen
     if screen is None:
-        losses, matches, _ = _teacher_forced(problem, problem.model, problem.prefix_cache, candidates)
+        losses, matches, _ = _teacher_forced(problem, problem.model, problem.prefix_cache, candidates, keep=1,
+                                             below=below)
         problem.forward_passes += candidates.shape[0]
-        return losses, matches, torch.ones(candidates.shape[0], dtype=torch.bool)
-    losses, _, margins = _teacher_forced(problem, screen.model, screen.prefix_cache, candidates)
+        return losses, matches, torch.isfinite(losses)
+    losses, _, margins = _teacher_forced(problem, screen.model, screen.prefix_cache, candidates,
+                                         keep=screen.rerank, reach=screen.reach)
     problem.forward_passes += candidates.shape[0]
     exact = margins > -screen.reach
     exact[losses.topk(min(screen.rerank, losses.shape[0]), largest=False).indices] = True
@@ -480,7 +606,7 @@ def optimize_length(problem: Problem, init_ids: Tensor, *, steps: int, search_wi
                 break
         if candidates.shape[0] == 0:  # every reachable prompt has been scored: nothing left to try
             break
-        losses, matches, exact = score_candidates(problem, candidates)
+        losses, matches, exact = score_candidates(problem, candidates, below=best_loss)
         scored.update(tuple(row) for row in candidates.tolist())
         if matches.any():
             hit, rejected = _first_verified(problem, candidates, losses, matches, verify)

@@ -174,6 +174,7 @@ def _row(result: Any, total: float, flops: FlopTable, rates: dict[str, float]) -
         "share_of_bfloat16_matmul": per_second / rates["bfloat16"],
         "prompt_text": result.prompt_text if result.success else None,
         "verified_generation": result.verified_generation, "exact_rechecks": result.exact_rechecks,
+        "pruned": result.pruned,
         "lengths_tried": result.lengths_tried,
     }
 

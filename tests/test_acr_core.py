@@ -167,25 +167,45 @@ def test_chat_scaffold_is_recorded_but_not_counted(tiny):
 
 
 def test_prefix_kv_cache_scores_like_a_full_forward(tiny):
-    """Candidates scored from the cached prefix give the losses and exact-match flags of full forwards."""
+    """Candidates scored from the cached prefix, stage by stage over the target, give the losses and
+    exact-match flags of full forwards; a step's scoring stops early only on candidates that provably can
+    neither match nor have the lowest loss (nor one below the current prompt's)."""
     model, tokenizer = tiny
     target = tokenizer(QUOTES["caesar"], add_special_tokens=False)["input_ids"]
     before = [tokenizer.bos_token_id]
     allowed = allowed_token_mask(tokenizer, model.get_input_embeddings().weight.shape[0])
     problem = build_problem(model, before, [], target, allowed, search_width=8, batch_size=3)
     title = tokenizer("caesar :", add_special_tokens=False)["input_ids"]
-    candidates = torch.cat([torch.tensor([title]), torch.randint(4, len(tokenizer), (6, 2))])
-    losses, matches, exact = score_candidates(problem, candidates)
-    assert exact.all()  # no screen: every loss is the model's own
-    full = torch.cat([torch.tensor([before * 7]).T, candidates, torch.tensor([target] * 7)], dim=1)
+    generator = torch.Generator().manual_seed(0)
+    candidates = torch.cat([torch.tensor([title]), torch.randint(4, len(tokenizer), (12, 2), generator=generator)])
+    n = len(candidates)
+    full = torch.cat([torch.tensor([before * n]).T, candidates, torch.tensor([target] * n)], dim=1)
     with torch.no_grad():
         logits = model(full).logits[:, -len(target) - 1:-1]
-    expected = torch.nn.functional.cross_entropy(logits.transpose(1, 2), torch.tensor([target] * 7),
+    expected = torch.nn.functional.cross_entropy(logits.transpose(1, 2), torch.tensor([target] * n),
                                                  reduction="none").mean(dim=1)
-    assert torch.allclose(losses, expected, atol=1e-4)
-    assert matches.tolist() == (logits.argmax(-1) == torch.tensor(target)).all(-1).tolist()
-    assert matches[0]  # the training prefix itself emits the quote
-    assert problem.forward_passes == 7
+    expected_matches = (logits.argmax(-1) == torch.tensor(target)).all(-1)
+    # Every candidate to the end: the full forward's numbers.
+    every, every_matches, _ = acr_gcg._teacher_forced(problem, model, problem.prefix_cache, candidates)
+    assert torch.allclose(every, expected, atol=1e-4) and every_matches.tolist() == expected_matches.tolist()
+    assert problem.pruned == 0
+    # A GCG step: the same matches and the same best; the others may stop early, never one that could win.
+    losses, matches, exact = score_candidates(problem, candidates)
+    assert matches.tolist() == expected_matches.tolist() and matches[0]  # the training prefix emits the quote
+    assert torch.equal(exact, torch.isfinite(losses))  # no screen: every finite loss is the model's own
+    assert torch.allclose(losses[exact], expected[exact], atol=1e-4)
+    assert int(losses.argmin()) == int(expected.argmin())
+    assert (expected[~exact] >= losses.min() - 1e-5).all() and not expected_matches[~exact].any()
+    assert problem.pruned == int((~exact).sum()) > 0 and problem.forward_passes == n
+    # Given the current prompt's loss, what cannot beat it stops early too: more stop, the best still wins.
+    before = problem.pruned
+    score_candidates(problem, candidates[1:])
+    unbounded, problem.pruned = problem.pruned - before, before
+    below = float(expected[1:].sort().values[1])  # only the best candidate beats this prompt
+    losses, matches, exact = score_candidates(problem, candidates[1:], below=below)
+    assert int(losses.argmin()) == int(expected[1:].argmin()) and not expected_matches[1:][~exact].any()
+    assert (expected[1:][~exact] >= min(below, float(losses.min())) - 1e-5).all()
+    assert problem.pruned - before >= unbounded
 
 
 def _caesar_candidates(tokenizer, n_random: int, seed: int = 0):
@@ -207,7 +227,9 @@ def test_screened_scoring_keeps_the_exact_match_decision(tiny, kind):
     allowed = allowed_token_mask(tokenizer, model.get_input_embeddings().weight.shape[0])
     candidates = _caesar_candidates(tokenizer, 40)
     plain = build_problem(model, [tokenizer.bos_token_id], [], target, allowed, search_width=64)
-    exact_losses, exact_matches, _ = score_candidates(plain, candidates)
+    exact_matches = score_candidates(plain, candidates)[1]
+    exact_losses, all_matches, _ = acr_gcg._teacher_forced(plain, model, plain.prefix_cache, candidates)  # all
+    assert exact_matches.tolist() == all_matches.tolist()
     screened = build_problem(model, [tokenizer.bos_token_id], [], target, allowed, search_width=64,
                              screen_model=screen_copy(model, kind), screen_rerank=3)
     losses, matches, exact = score_candidates(screened, candidates)
@@ -215,13 +237,15 @@ def test_screened_scoring_keeps_the_exact_match_decision(tiny, kind):
     assert 3 <= screened.exact_rechecks == int(exact.sum()) < len(candidates)  # every true match among them
     assert screened.forward_passes == plain.forward_passes == len(candidates) and plain.exact_rechecks == 0
     assert torch.allclose(losses[exact], exact_losses[exact], atol=1e-5)  # the model's own losses
-    assert torch.allclose(losses, exact_losses, atol=0.1) and not torch.equal(losses[~exact], exact_losses[~exact])
+    screened_to_end = torch.isfinite(losses)  # the rest provably could not rank among the best three
+    assert torch.allclose(losses[screened_to_end], exact_losses[screened_to_end], atol=0.1)
     # The screen's three best are re-scored, so GCG's next prompt is chosen by exact losses.
     screen_only = build_problem(model, [tokenizer.bos_token_id], [], target, allowed, search_width=64,
                                 screen_model=screened.screen.model, screen_margin=0.0, screen_rerank=1)
     screen = screen_only.screen
     screen_losses = acr_gcg._teacher_forced(screen_only, screen.model, screen.prefix_cache, candidates)[0]
     assert exact[screen_losses.topk(3, largest=False).indices].all()
+    assert torch.allclose(screen_losses, exact_losses, atol=0.1) and not torch.equal(screen_losses, exact_losses)
     # The gradient that proposes swaps is the model's own, screen or not.
     assert torch.equal(acr_gcg.token_gradient(screened, candidates[1]), acr_gcg.token_gradient(plain, candidates[1]))
     # With no margin, only the screen's best and what it calls a match are checked: never more matches.
@@ -258,7 +282,7 @@ def test_gcg_scores_each_prompt_once_and_reuses_the_gradient_while_stuck(tiny, m
     scored, gradients = [], []
     real_score, real_gradient = acr.gcg.score_candidates, acr.gcg.token_gradient
     monkeypatch.setattr(acr.gcg, "score_candidates",
-                        lambda p, c: scored.extend(map(tuple, c.tolist())) or real_score(p, c))
+                        lambda p, c, **kw: scored.extend(map(tuple, c.tolist())) or real_score(p, c, **kw))
     monkeypatch.setattr(acr.gcg, "token_gradient",
                         lambda p, ids: gradients.append(tuple(ids.tolist())) or real_gradient(p, ids))
     outcome = optimize_length(problem, torch.tensor([10, 10]), steps=40, search_width=6, topk=3, n_replace=1,

@@ -76,6 +76,7 @@ def _acr_section(summary: Mapping, rows: Sequence[Any]) -> dict:
         ("Resumed / computed", f"{_fmt_num(s.get('resumed'))} / {_fmt_num(s.get('computed'))}"),
         ("Forward passes", _fmt_num(s.get("forward_passes"))),
         ("Re-scored by the model (screened best and near-matches)", _fmt_num(s.get("exact_rechecks"))),
+        ("Stopped before the target's end (could not match or move the search)", _fmt_num(s.get("pruned"))),
         ("Candidates per second", _fmt_num(s.get("candidates_per_second"), 1)),
     ]
     from evalkit.summary_table import acr_budget_text
