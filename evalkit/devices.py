@@ -7,6 +7,14 @@ import re
 from evalkit.errors import UsageError
 
 
+def check_device(name: str | None) -> None:
+    """:func:`resolve_device`'s checks without importing torch where the name alone decides (``auto``, ``cpu``):
+    a run's up-front checks stay fast. ``cuda`` names still ask torch whether CUDA is there."""
+    value = (name or "auto").strip().lower()
+    if value not in ("auto", "cpu"):
+        resolve_device(name)
+
+
 def resolve_device(name: str | None) -> str:
     """``auto`` -> ``cuda`` when available, else ``cpu``; ``cpu``, ``cuda`` and ``cuda:N`` as given."""
     import torch

@@ -29,6 +29,7 @@ from evalkit.data.dataset import DatasetSpec, LoadedDataset, Sample, load_datase
 from evalkit.data.prompts import render_prompt, validate_template
 from evalkit.errors import EXIT_OK, EXIT_RUNTIME, AllRecordsFailed, EvalkitError, RuntimeFailure, UsageError
 from evalkit.hashing import fingerprint
+from evalkit.proctime import process_age
 from evalkit.progress import quiet_library_progress
 from evalkit.rag.retriever import RetrieverSpec
 from evalkit.results import RECORDS_FILE, REPORT_FILE, RESULTS_FILE, RunResult
@@ -152,12 +153,14 @@ def _run(config: RunConfig, task: Task, template: str, data: LoadedDataset, sett
          metric_options: dict[str, dict[str, Any]], output_dir: Path, started: float,
          metrics: list[Metric] | None) -> RunResult:
     timings: dict[str, float] = {}
+    if (age := process_age()) is not None:
+        timings["startup_s"] = age  # interpreter start, imports and the checks, up to now
+    to_score: list[Metric | MetricToBuild] | None = metrics
     if metrics is None:
-        start = time.perf_counter()
-        with quiet_library_progress(not config.progress):
-            metrics = build_metrics(_families(config, task), metric_options)
-        prepare_metrics(metrics, data)
-        timings["metrics_load_s"] = round(time.perf_counter() - start, 3)
+        to_score = [MetricToBuild(name, metric_options.get(name, {}), data, config.progress)
+                    for name in _families(config, task)]
+        if config.model:  # a model that will not load is found before generation, not after it
+            to_score = [m.build(timings) for m in to_score]
 
     retrieved, retrieval_info = _retrieve(config, data.samples, timings)
     prompts = _prompts(template, data.samples, retrieved)
@@ -185,9 +188,9 @@ def _run(config: RunConfig, task: Task, template: str, data: LoadedDataset, sett
         from evalkit.scoring.on_ray import RayScoring
 
         elsewhere = RayScoring(config.ray, metric_options, DatasetView(data.all_references, data.all_inputs))
-    scored = score_records(metrics, data.samples, outputs, errors, config.progress, output_dir=output_dir,
-                           retrieved=retrieved, elsewhere=elsewhere, reuse=config.use_cache)
-    timings.update(scored.timings)
+    scored = score_records(to_score, data.samples, outputs, errors, config.progress, output_dir=output_dir,
+                           retrieved=retrieved, elsewhere=elsewhere, reuse=config.use_cache, timings=timings)
+    metrics = scored.metrics
     scores, score_errors = scored.scores, scored.errors
     records = [_record(*row) for row in zip(data.samples, prompts, outputs, errors, scores, score_errors, calls,
                                             scored.explanations, retrieved or [None] * len(data.samples),
@@ -243,9 +246,11 @@ def _run(config: RunConfig, task: Task, template: str, data: LoadedDataset, sett
     }
     if runner_info is not None:
         results["generation"] = {**runner_info["generation"], "identity_changed": runner_info["identity_changed"]}
+    start = time.perf_counter()
     atomic_write_jsonl(output_dir / RECORDS_FILE, records)
+    timings["writing_s"] = round(time.perf_counter() - start, 3)  # records.jsonl; results.json follows at once
     atomic_write_json(output_dir / RESULTS_FILE, results)
-    if config.write_report:
+    if config.write_report:  # after the results files: a report that fails or is slow never holds them back
         from evalkit.reports.html import write_report
 
         write_report(output_dir / REPORT_FILE, results, records)
@@ -257,6 +262,31 @@ def _run(config: RunConfig, task: Task, template: str, data: LoadedDataset, sett
 
 # ------------------------------------------------------------------------------------------------
 # what decides a run, and the output directory
+
+
+@dataclass
+class MetricToBuild:
+    """A metric built (and prepared on the dataset) only when it is its turn to score, so a run over outputs
+    already there has its first scores (ROUGE's) while the metrics that load models have not loaded yet."""
+
+    name: str
+    options: dict[str, Any]
+    data: LoadedDataset
+    progress: bool = False
+
+    def build(self, timings: dict[str, float]) -> Metric:
+        from evalkit.scoring.base import METRICS, RUNNER
+
+        start = time.perf_counter()
+        kind = METRICS.get(self.name)
+        loads = kind.loads_model or RUNNER in kind.needs  # lexical metrics import no model library to silence
+        with quiet_library_progress(not self.progress and loads):
+            (metric,) = build_metrics([self.name], {self.name: self.options})
+        prepare_metrics([metric], self.data)
+        spent = round(time.perf_counter() - start, 3)
+        timings[f"load_{self.name}_s"] = spent
+        timings["metrics_load_s"] = round(timings.get("metrics_load_s", 0.0) + spent, 3)
+        return metric
 
 
 def prepare_metrics(metrics: Sequence[Metric], data: LoadedDataset) -> None:
@@ -521,28 +551,36 @@ class Scored:
     timings: dict[str, float]
     calls: dict[str, dict[str, int]] = field(default_factory=dict)  # model calls of metrics that make them
     stored: dict[str, dict[str, int]] = field(default_factory=dict)  # per metric: scores reused, records scored
+    metrics: list[Metric] = field(default_factory=list)  # the metrics that scored, built
 
 
-def score_records(metrics: list[Metric], samples: Sequence[Sample], outputs: Sequence[str | None],
-                  errors: Sequence[str | None], progress: bool,
+def score_records(metrics: Sequence[Metric | MetricToBuild], samples: Sequence[Sample],
+                  outputs: Sequence[str | None], errors: Sequence[str | None], progress: bool,
                   retrieved: Sequence[Sequence[Any] | None] | None = None, output_dir: Path | None = None,
-                  elsewhere: Any = None, reuse: bool = True) -> Scored:
+                  elsewhere: Any = None, reuse: bool = True, timings: dict[str, float] | None = None) -> Scored:
     """Score every record whose generation succeeded, with every metric, chunk by chunk
-    (:mod:`evalkit.scoring.chunks`). With ``output_dir`` every chunk's scores and every call of a metric that
-    calls a model (a judge) are kept in its run store, so a re-run reuses them. ``elsewhere`` scores the
-    chunks on Ray (:class:`~evalkit.scoring.on_ray.RayScoring`); ``reuse=False`` scores stored records again."""
+    (:mod:`evalkit.scoring.chunks`); a :class:`MetricToBuild` is built when its turn comes. With ``output_dir``
+    every chunk's scores and every call of a metric that calls a model (a judge) are kept in its run store, so
+    a re-run reuses them. ``elsewhere`` scores the chunks on Ray (:class:`~evalkit.scoring.on_ray.RayScoring`);
+    ``reuse=False`` scores stored records again. ``timings`` gets each metric's load and scoring seconds, and
+    ``first_score_s``: the process's age when the first scores were in."""
     from evalkit.runners.store import RunStore
 
+    timings = timings if timings is not None else {}
     ok = [i for i, e in enumerate(errors) if e is None]
     retrieved = retrieved if retrieved is not None else [None] * len(samples)
     items = metric_items([samples[i] for i in ok], [outputs[i] or "" for i in ok], [retrieved[i] for i in ok])
     ids = [samples[i].id for i in ok]
-    scored = Scored([{} for _ in samples], [{} for _ in samples], [{} for _ in samples], {}, {})
+    scored = Scored([{} for _ in samples], [{} for _ in samples], [{} for _ in samples], {}, timings)
     with RunStore(output_dir) if output_dir is not None else contextlib.nullcontext() as store:
-        for metric in metrics:
+        for entry in metrics:
+            metric = entry.build(timings) if isinstance(entry, MetricToBuild) else entry
+            scored.metrics.append(metric)
             metric.use_store(store)
             _score_metric(metric, items, ids, ok, scored, progress, store, elsewhere, reuse)
-    scored.timings["scoring_s"] = round(sum(scored.timings.values()), 3)
+    timings["scoring_s"] = round(sum(v for k, v in timings.items() if k.startswith("scoring_")
+                                     and k != "scoring_s"), 3)
+    metrics = scored.metrics
     scored.settings = {m.name: m.settings() for m in metrics}
     scored.calls = {m.name: stats for m in metrics if (stats := m.call_stats()) is not None}
     return scored
@@ -554,8 +592,14 @@ def _score_metric(metric: Metric, items: list[Item], ids: list[str], ok: list[in
 
     start = time.perf_counter()
     counts = scored.stored.setdefault(metric.name, {"reused": 0, "scored": 0})
+
+    def first_scores_in() -> None:
+        if "first_score_s" not in scored.timings and (age := process_age()) is not None:
+            scored.timings["first_score_s"] = age
+
     for column, column_scores in score_metric(metric, items, ids, store=store, progress=progress,
-                                              elsewhere=elsewhere, counts=counts, reuse=reuse).items():
+                                              elsewhere=elsewhere, counts=counts, reuse=reuse,
+                                              on_chunk=first_scores_in).items():
         for position, i in enumerate(ok):
             score = column_scores[position]
             if score.error is not None:

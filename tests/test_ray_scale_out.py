@@ -39,13 +39,16 @@ def _records(run_dir: Path) -> list[dict]:
     return read_jsonl(run_dir / "records.jsonl")
 
 
-def test_scores_on_ray_equal_the_single_process_scores(local_ray, news_records, tmp_path):
+def test_scores_on_ray_equal_the_single_process_scores(local_ray, news_records, tmp_path, monkeypatch):
     """300 records (two chunks): ROUGE and METEOR as tasks, BERTScore and semantic similarity as actor pools;
     every record and every mean equal bit for bit to the single-process run's with the same torch threads as a
     worker (with other thread counts PyTorch's CPU kernels sum in another order: benchmarks/bench_ray.py
     prints how far model scores then move, 7.5e-8 at most here)."""
     import torch
 
+    from evalkit.scoring import chunks
+
+    monkeypatch.setattr(chunks, "SCORE_CHUNK", 256)  # two chunks of these 300 records, wherever they run
     data = write_jsonl(tmp_path / "outputs.jsonl", scored_outputs(news_records, 300))
     base = ["run", "summarization", "--dataset", str(data), "--output-field", "output", "--no-progress",
             "--no-report", "--metrics", "rouge,meteor,bertscore,semantic_similarity"]

@@ -16,7 +16,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from evalkit.devices import resolve_device
+from evalkit.devices import check_device, resolve_device
 from evalkit.errors import ResourceMissingError, UsageError
 from evalkit.progress import progress_bar
 from evalkit.scoring.base import METRICS, DatasetView, Metric
@@ -105,7 +105,7 @@ class BertScore(Metric):
         name, load_from, _ = resolve_bertscore_model(model, num_layers)
         if rescale_with_baseline:
             _check_baseline(name, load_from, lang, baseline_path)
-        resolve_device(device)
+        check_device(device)
 
     def prepare(self, dataset: DatasetView) -> None:
         """idf weights (when on) from every reference of the dataset, as ``bert_score.score`` computes them
