@@ -465,8 +465,9 @@ def _teacher_forced(problem: Problem, model: Any, cache: tuple | None, candidate
     with torch.inference_mode():
         while start < n:
             stop = min(n, start + problem.chunk_size)
+            chunk_bar = list(bar)  # kept only if the chunk finishes (an out-of-memory retry starts it again)
             try:
-                state = _score_chunk(problem, model, cache, candidates[start:stop], keep=keep, bar=bar,
+                state = _score_chunk(problem, model, cache, candidates[start:stop], keep=keep, bar=chunk_bar,
                                      below=below, reach=reach)
             except RuntimeError as error:
                 if not _is_oom(error) or problem.chunk_size == 1:
@@ -475,6 +476,7 @@ def _teacher_forced(problem: Problem, model: Any, cache: tuple | None, candidate
                 if problem.device.type == "cuda":
                     torch.cuda.empty_cache()
                 continue
+            bar[:] = chunk_bar
             complete = state.scored == n_target
             losses[start:stop] = torch.where(complete, state.sums / n_target, float("inf"))
             matches[start:stop] = state.matches & complete
