@@ -127,8 +127,9 @@ def _model_signature(model: Any) -> dict[str, Any]:
 
 
 def _cache_path(cache_dir: str | Path | None) -> Path:
-    root = cache_dir or os.environ.get("EVALKIT_CACHE_DIR") or Path.home() / ".cache" / "evalkit"
-    return Path(root) / CACHE_FILE
+    from evalkit.cachedir import cache_dir as default_cache_dir
+
+    return Path(cache_dir or default_cache_dir()) / CACHE_FILE
 
 
 def choose_screen(model: Any, *, seq_len: int, target_len: int, rows: int,

@@ -7,7 +7,7 @@ import ast
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
-CORE = {"errors", "jsonl", "statistics", "atomic", "hashing", "lm", "progress", "plots"}
+CORE = {"errors", "jsonl", "statistics", "atomic", "hashing", "lm", "progress", "plots", "cachedir"}
 
 
 def _imports(package: str) -> dict[str, set[str]]:

@@ -99,7 +99,7 @@ class Retriever:
 
     @property
     def cache_path(self) -> Path:
-        from evalkit.runners.identity import cache_dir
+        from evalkit.cachedir import cache_dir
 
         return cache_dir() / "rag" / self.key[:32]
 

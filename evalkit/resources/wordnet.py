@@ -54,7 +54,7 @@ def _files_key(root: Path) -> dict[str, Any]:
 
 
 def cache_file(root: Path) -> Path:
-    from evalkit.runners.identity import cache_dir
+    from evalkit.cachedir import cache_dir
 
     key = hashlib.sha256(json.dumps(_files_key(root), sort_keys=True).encode()).hexdigest()[:20]
     return cache_dir() / f"wordnet-{key}.pickle"

@@ -21,14 +21,11 @@ import os
 from collections.abc import Iterable
 from pathlib import Path
 
+from evalkit.cachedir import cache_dir
 from evalkit.hashing import fingerprint
 
 MEMO_FILE = "file-sha256.json"
 _SKIPPED_NAMES = ("readme", "license", "licence", "notice", "citation")
-
-
-def cache_dir() -> Path:
-    return Path(os.environ.get("EVALKIT_CACHE_DIR") or Path.home() / ".cache" / "evalkit")
 
 
 def model_files(path: str | Path, single_file: str | None = None) -> list[Path]:
