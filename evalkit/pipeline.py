@@ -152,15 +152,48 @@ def _run_recorded(config: RunConfig, task: Task, template: str, data: LoadedData
 def _run(config: RunConfig, task: Task, template: str, data: LoadedDataset, settings: dict[str, Any],
          metric_options: dict[str, dict[str, Any]], output_dir: Path, started: float,
          metrics: list[Metric] | None) -> RunResult:
+    with contextlib.ExitStack() as cleanup:  # metric processes end with the run, however it ends
+        return _run_stages(config, task, template, data, settings, metric_options, output_dir, started, metrics,
+                           cleanup)
+
+
+def _metrics_to_score(config: RunConfig, task: Task, data: LoadedDataset, metric_options: dict[str, dict[str, Any]],
+                      timings: dict[str, float], cleanup: contextlib.ExitStack) -> list[Metric | MetricToBuild]:
+    """The run's metrics, in order. A run that generates builds them all now, so a model that will not load is
+    found before the hour of generation. A run over outputs already there builds each when its turn comes (the
+    lexical ones score within seconds of start), and starts every model metric at once in a process of its own
+    (:mod:`evalkit.scoring.child_process`), so torch, transformers and the model load on the other core
+    meanwhile; with ``--ray`` the workers hold the models instead."""
+    from evalkit.scoring.base import METRICS, DatasetView
+
+    to_score: list[Metric | MetricToBuild] = []
+    for name in _families(config, task):
+        options = metric_options.get(name, {})
+        if not config.model and config.ray is None and METRICS.get(name).loads_model:
+            from evalkit.scoring.child_process import MetricProcess
+
+            try:
+                child = MetricProcess(name, options, DatasetView(data.all_references, data.all_inputs))
+            except OSError:  # no process could be started here: build it in this one when its turn comes
+                to_score.append(MetricToBuild(name, options, data, config.progress))
+                continue
+            cleanup.callback(child.close)
+            to_score.append(child)
+        else:
+            to_score.append(MetricToBuild(name, options, data, config.progress))
+    if config.model:
+        to_score = [m.build(timings) if isinstance(m, MetricToBuild) else m for m in to_score]
+    return to_score
+
+
+def _run_stages(config: RunConfig, task: Task, template: str, data: LoadedDataset, settings: dict[str, Any],
+                metric_options: dict[str, dict[str, Any]], output_dir: Path, started: float,
+                metrics: list[Metric] | None, cleanup: contextlib.ExitStack) -> RunResult:
     timings: dict[str, float] = {}
     if (age := process_age()) is not None:
         timings["startup_s"] = age  # interpreter start, imports and the checks, up to now
-    to_score: list[Metric | MetricToBuild] | None = metrics
-    if metrics is None:
-        to_score = [MetricToBuild(name, metric_options.get(name, {}), data, config.progress)
-                    for name in _families(config, task)]
-        if config.model:  # a model that will not load is found before generation, not after it
-            to_score = [m.build(timings) for m in to_score]
+    to_score: list[Metric | MetricToBuild] = list(metrics) if metrics is not None else \
+        _metrics_to_score(config, task, data, metric_options, timings, cleanup)
 
     retrieved, retrieval_info = _retrieve(config, data.samples, timings)
     prompts = _prompts(template, data.samples, retrieved)
@@ -191,6 +224,9 @@ def _run(config: RunConfig, task: Task, template: str, data: LoadedDataset, sett
     scored = score_records(to_score, data.samples, outputs, errors, config.progress, output_dir=output_dir,
                            retrieved=retrieved, elsewhere=elsewhere, reuse=config.use_cache, timings=timings)
     metrics = scored.metrics
+    children = [m for m in metrics if hasattr(m, "built_s")]  # metric processes (evalkit.scoring.child_process)
+    for child in children:  # its load ran alongside; scoring_* includes any wait for it
+        timings[f"load_{child.name}_s"] = child.built_s()
     scores, score_errors = scored.scores, scored.errors
     records = [_record(*row) for row in zip(data.samples, prompts, outputs, errors, scores, score_errors, calls,
                                             scored.explanations, retrieved or [None] * len(data.samples),
@@ -211,6 +247,8 @@ def _run(config: RunConfig, task: Task, template: str, data: LoadedDataset, sett
             if proportion:
                 summary["ci_method"] = "wilson"
             summaries[column] = summary
+    for child in children:  # everything they answer is in hand: they exit while the files are written
+        child.stop()
     counts = _counts(data, errors, score_errors, truncated)
     outcome = {"status": STATUS_COMPLETE, "exit_code": EXIT_OK, "message": None}
     if errors and all(e is not None for e in errors):

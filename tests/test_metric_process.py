@@ -1,0 +1,66 @@
+"""Model metrics in a process of their own (evalkit.scoring.child_process): `evalkit run` over outputs already
+there starts BERTScore's imports and model load in a child at once and scores its chunks there. The scores must
+be the library's, a child that cannot build its metric must fail the run with that metric's own error, and a
+child that dies must be a crash, not a hang."""
+
+from __future__ import annotations
+
+import json
+import shutil
+
+import pytest
+
+from evalkit.cli import main
+from evalkit.errors import ResourceMissingError, RuntimeFailure
+from evalkit.scoring.base import DatasetView, Item, build_metrics
+from evalkit.scoring.child_process import MetricProcess
+from tests.helpers import read_jsonl, scored_outputs, write_jsonl
+
+
+def test_a_run_scores_bertscore_in_its_own_process_as_in_this_one(news_records, tmp_path):
+    rows = scored_outputs(news_records, 40)
+    data = write_jsonl(tmp_path / "outputs.jsonl", rows)
+    out = tmp_path / "run"
+    assert main(["run", "summarization", "--dataset", str(data), "--output-field", "output", "--no-progress",
+                 "--no-report", "--output-dir", str(out), "--metrics", "rouge,bertscore"]) == 0
+    records = read_jsonl(out / "records.jsonl")
+    timings = json.loads((out / "results.json").read_text())["timings"]
+    assert timings["load_bertscore_s"] > 0 and "first_score_s" in timings  # measured in the child, reported here
+    (here,) = build_metrics(["bertscore"], {"bertscore": {"device": "cpu"}})
+    expected = here.score([r["output"] for r in rows], [(r["summary"],) for r in rows])
+    for column in ("bertscore", "bertscore_precision", "bertscore_recall"):
+        got = [r["scores"][column] for r in records]
+        assert max(abs(a - b) for a, b in zip(got, expected[column], strict=True)) <= 1e-6
+
+
+def test_a_child_that_cannot_build_its_metric_fails_the_run_with_its_error(minilm_dir, news_records, tmp_path,
+                                                                             capsys):
+    """A model directory that passes the up-front check (it has a config.json) but holds no weights: the child's
+    load fails, and the run ends with BERTScore's own message and exit 2, after ROUGE scored."""
+    broken = tmp_path / "no-weights"
+    broken.mkdir()
+    shutil.copy(f"{minilm_dir}/config.json", broken / "config.json")
+    child = MetricProcess("bertscore", {"model": str(broken), "num_layers": 6}, DatasetView([("a reference",)], [None]))
+    try:
+        with pytest.raises(ResourceMissingError, match="not available offline"):
+            child.identity()
+        with pytest.raises(ResourceMissingError):  # every later call says the same
+            child.score_items([Item(output="x", references=("y",))])
+    finally:
+        child.close()
+    data = write_jsonl(tmp_path / "outputs.jsonl", scored_outputs(news_records, 5))
+    code = main(["run", "summarization", "--dataset", str(data), "--output-field", "output", "--no-progress",
+                 "--no-report", "--output-dir", str(tmp_path / "run"), "--metrics", "rouge,bertscore",
+                 "--bertscore-model", str(broken), "--bertscore-layer", "6"])
+    assert code == 2 and "not available offline" in capsys.readouterr().err
+
+
+def test_a_child_that_dies_is_a_crash_not_a_hang():
+    child = MetricProcess("bertscore", {"device": "cpu"}, DatasetView([("a reference",)], [None]))
+    try:
+        child._process.kill()
+        child._process.join(timeout=30)
+        with pytest.raises(RuntimeFailure, match="ended unexpectedly"):
+            child.identity()
+    finally:
+        child.close()
