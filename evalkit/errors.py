@@ -50,5 +50,9 @@ class RuntimeFailure(EvalkitError):
     exit_code = EXIT_RUNTIME
 
 
+class WorkerLost(RuntimeFailure):
+    """A process doing the run's work ended (a metric's process): no record's fault, so the run stops."""
+
+
 class AllRecordsFailed(RuntimeFailure):
     """The run finished and wrote its results, but no record could be generated: not a crash."""

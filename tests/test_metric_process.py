@@ -11,9 +11,10 @@ import shutil
 import pytest
 
 from evalkit.cli import main
-from evalkit.errors import ResourceMissingError, RuntimeFailure
+from evalkit.errors import ResourceMissingError, RuntimeFailure, WorkerLost
 from evalkit.scoring.base import DatasetView, Item, build_metrics
 from evalkit.scoring.child_process import MetricProcess
+from evalkit.scoring.chunks import score_isolated, score_metric
 from tests.helpers import read_jsonl, scored_outputs, write_jsonl
 
 
@@ -56,6 +57,17 @@ def test_a_child_that_cannot_build_its_metric_fails_the_run_with_its_error(minil
 
 
 def test_a_child_that_dies_is_a_crash_not_a_hang():
+    """Before its first answer or while scoring: the run stops, and no record is charged with an error."""
+    items = [Item(output=f"output {i}", references=("a reference",)) for i in range(3)]
+    child = MetricProcess("bertscore", {"device": "cpu"}, DatasetView([("a reference",)], [None]))
+    try:
+        assert set(score_metric(child, items, ["a", "b", "c"])) == set(child.columns)
+        child._process.kill()
+        child._process.join(timeout=30)
+        with pytest.raises(WorkerLost, match="ended unexpectedly"):  # not an error charged to each record
+            score_isolated(child, [Item(output="new", references=("a reference",))])
+    finally:
+        child.close()
     child = MetricProcess("bertscore", {"device": "cpu"}, DatasetView([("a reference",)], [None]))
     try:
         child._process.kill()

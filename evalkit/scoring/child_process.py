@@ -17,7 +17,7 @@ import pickle
 import time
 from typing import Any
 
-from evalkit.errors import RuntimeFailure
+from evalkit.errors import RuntimeFailure, WorkerLost
 from evalkit.scoring.base import METRICS, DatasetView, Metric
 
 
@@ -98,7 +98,7 @@ class MetricProcess(Metric):
             ok, value = self._conn.recv()
         except (EOFError, OSError):
             self._process.join(timeout=5)
-            raise RuntimeFailure(f"the process scoring {self.name} ended unexpectedly "
+            raise WorkerLost(f"the process scoring {self.name} ended unexpectedly "
                                  f"(exit code {self._process.exitcode})") from None
         finally:
             self.waited_s += time.perf_counter() - start

@@ -19,7 +19,7 @@ import math
 from collections.abc import Callable, Iterator, Sequence
 from typing import Any, Protocol
 
-from evalkit.errors import RuntimeFailure
+from evalkit.errors import RuntimeFailure, WorkerLost
 from evalkit.hashing import fingerprint
 from evalkit.scoring.base import RUNNER, Item, Metric, Score
 
@@ -53,11 +53,15 @@ def score_isolated(metric: Metric, items: list[Item], progress: bool = False) ->
     errors: list[str | None] = [None] * n
     try:
         batches = [(list(range(n)), metric.score_items(items, progress=progress))]
+    except WorkerLost:
+        raise  # the metric's process ended: no record's fault, and none could be scored alone either
     except Exception:
         batches = []
         for i in range(n):
             try:
                 batches.append(([i], metric.score_items([items[i]], progress=False)))
+            except WorkerLost:
+                raise
             except Exception as exc:
                 errors[i] = f"{type(exc).__name__}: {exc}"[:ERROR_CHARS]
     for indexes, result in batches:
