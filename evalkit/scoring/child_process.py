@@ -87,21 +87,17 @@ class MetricProcess(Metric):
         child.close()
         atexit.register(self.close)
         self._stopped = False
-        self.waited_s = 0.0  # what this process spent waiting for the child's answers
 
     def _call(self, method: str, *args: Any) -> Any:
         if self._stopped:
             raise RuntimeFailure(f"the process scoring {self.name} was already stopped")
-        start = time.perf_counter()
         try:
             self._conn.send((method, args))
             ok, value = self._conn.recv()
         except (EOFError, OSError):
             self._process.join(timeout=5)
             raise WorkerLost(f"the process scoring {self.name} ended unexpectedly "
-                                 f"(exit code {self._process.exitcode})") from None
-        finally:
-            self.waited_s += time.perf_counter() - start
+                             f"(exit code {self._process.exitcode})") from None
         if not ok:
             raise value
         return value
