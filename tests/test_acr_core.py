@@ -208,6 +208,33 @@ def test_prefix_kv_cache_scores_like_a_full_forward(tiny):
     assert problem.pruned - before >= unbounded
 
 
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+def test_target_stats_equal_the_plain_definitions_ties_included(dtype):
+    """Loss sums, match flags and margins computed with one max pass equal cross-entropy, ``argmax`` and
+    ``topk(2)``: on random logits, on rows where the target leads, and on exact ties, where ``argmax`` (as
+    ``generate``) takes the lowest index, so a tie with an earlier token is no match and one with a later
+    token is."""
+    generator = torch.Generator().manual_seed(0)
+    logits = (3 * torch.randn(40, 6, 500, generator=generator)).to(dtype)
+    target = torch.randint(10, 490, (6,), generator=generator)
+    positions = torch.arange(6)
+    logits[:20, positions, target] = 30.0  # the target leads at every position: a match
+    logits[10:15, positions, target - 3] = 30.0  # ... tied with an earlier token: argmax takes that one
+    logits[15:20, positions, target + 3] = 30.0  # ... tied with a later token: argmax takes the target
+    logits[20:25, positions[:3], target[:3]] = 30.0  # leads only at the first positions
+    sums, matches, margins = acr_gcg._target_stats(logits, target)
+    full = logits.float()
+    labels = target.expand(40, -1)
+    expected_sums = torch.nn.functional.cross_entropy(full.transpose(1, 2), labels, reduction="none").sum(dim=1)
+    top2 = full.topk(2, dim=-1)
+    picked = full.gather(-1, labels.unsqueeze(-1)).squeeze(-1)
+    best_other = torch.where(top2.indices[..., 0] == labels, top2.values[..., 1], top2.values[..., 0])
+    assert torch.allclose(sums, expected_sums, atol=1e-3)
+    assert matches.tolist() == (full.argmax(dim=-1) == labels).all(dim=1).tolist()
+    assert matches[:10].all() and not matches[10:15].any() and matches[15:20].all() and not matches[20:].any()
+    assert torch.equal(margins, (picked - best_other).min(dim=1).values)
+
+
 def _caesar_candidates(tokenizer, n_random: int, seed: int = 0):
     title = tokenizer("caesar :", add_special_tokens=False)["input_ids"]
     generator = torch.Generator().manual_seed(seed)
