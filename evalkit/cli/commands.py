@@ -251,8 +251,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.command is None:
         parser.print_help()
         return EXIT_USAGE
+    from evalkit.leanimports import enable as lean_imports
     from evalkit.logs import configure_logging
 
+    lean_imports()  # this process is evalkit's: libraries load without integrations no metric uses
     configure_logging(args.verbose)
     try:
         if args.command == "run":

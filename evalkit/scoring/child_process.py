@@ -32,9 +32,11 @@ def _portable(exc: BaseException) -> BaseException:
 
 def _serve(conn: Any, name: str, options: dict[str, Any], dataset: DatasetView) -> None:
     """The child: build and prepare the metric, then answer (method, args) calls until told to stop."""
+    from evalkit.leanimports import enable as lean_imports
     from evalkit.progress import quiet_library_progress
     from evalkit.scoring.base import build_metrics
 
+    lean_imports()  # this process is evalkit's: libraries load without integrations no metric uses
     start = time.perf_counter()
     metric: Metric | None = None
     failure: BaseException | None = None
