@@ -71,6 +71,8 @@ class MetricProcess(Metric):
     that starts now. Class-level facts (columns, direction, proportions) come from the registry at once;
     everything that needs the built metric waits for the child."""
 
+    runs_elsewhere = True  # this process mostly waits while it scores (see evalkit.pipeline.score_records)
+
     def __init__(self, name: str, options: dict[str, Any], dataset: DatasetView):
         import multiprocessing
 
