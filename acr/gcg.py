@@ -224,23 +224,6 @@ def _legacy(past: Any) -> tuple:
     return tuple((layer[0], layer[1]) for layer in past)
 
 
-def _target_logits(problem: Problem, model: Any, cache: tuple | None, *, inputs_embeds: Tensor) -> Tensor:
-    """``model``'s logits at the positions that predict the target tokens: (batch, T, V).
-
-    ``inputs_embeds`` embeds free + suffix + target tokens but the last (no position predicts from it). The
-    prefix is supplied from ``cache`` (that model's), and (where the model supports it) the LM head runs only
-    over the last T positions.
-    """
-    batch = inputs_embeds.shape[0]
-    n_target = problem.target_ids.shape[1]
-    kwargs: dict[str, Any] = {"use_cache": cache is not None}
-    if cache is not None:
-        kwargs["past_key_values"] = _cache_for(model, cache, batch)
-    if problem.logits_kwarg is not None:
-        kwargs[problem.logits_kwarg] = n_target
-    return model(inputs_embeds=inputs_embeds, **kwargs).logits[:, -n_target:, :]
-
-
 def token_gradient(problem: Problem, prompt_ids: Tensor) -> Tensor:
     """Gradient of the mean target cross-entropy w.r.t. the one-hot free tokens: (L, V).
 
@@ -257,7 +240,8 @@ def token_gradient(problem: Problem, prompt_ids: Tensor) -> Tensor:
     with torch.enable_grad():
         fixed = embedding(torch.cat([problem.suffix_ids, problem.target_ids[:, :-1]], dim=1))
         embeds = torch.cat([one_hot @ weight, fixed], dim=1)
-        logits = _target_logits(problem, model, cache, inputs_embeds=embeds)
+        # free + suffix + target tokens but the last (no position predicts from it), after the cached prefix
+        logits, _ = _forward(problem, model, cache, problem.target_ids.shape[1], embeds=embeds)
         loss = torch.nn.functional.cross_entropy(logits[0].float(), problem.target_ids[0])
         (grad,) = torch.autograd.grad(loss, [one_hot])
     return grad[0].detach().float().cpu()
@@ -374,17 +358,20 @@ def _margins(logits: Tensor, labels: Tensor, picked: Tensor) -> Tensor:
     return picked - best_other
 
 
-def _forward_stage(problem: Problem, model: Any, past: tuple | None, ids: Tensor, n_logits: int,
-                   more: bool) -> tuple[Tensor, tuple | None]:
-    """One forward over ``ids`` after ``past`` (legacy K/V, batch 1 or ``len(ids)``): the logits at the last
-    ``n_logits`` positions, and (when ``more`` stages follow) the K/V of everything seen so far."""
-    kwargs: dict[str, Any] = {"use_cache": more or past is not None}
+def _forward(problem: Problem, model: Any, past: tuple | None, n_logits: int, *, ids: Tensor | None = None,
+             embeds: Tensor | None = None, keep_cache: bool = False) -> tuple[Tensor, tuple | None]:
+    """One forward of ``model`` over ``ids`` (or their embeddings ``embeds``) after ``past`` (legacy K/V of that
+    model, batch 1 or the batch's): the logits at the last ``n_logits`` positions (where the model supports it,
+    the LM head runs only over those), and with ``keep_cache`` the K/V of everything seen so far."""
+    inputs = {"input_ids": ids} if embeds is None else {"inputs_embeds": embeds}
+    batch = next(iter(inputs.values())).shape[0]
+    kwargs: dict[str, Any] = {"use_cache": keep_cache or past is not None}
     if past is not None:
-        kwargs["past_key_values"] = _cache_for(model, past, ids.shape[0])
+        kwargs["past_key_values"] = _cache_for(model, past, batch)
     if problem.logits_kwarg is not None:
         kwargs[problem.logits_kwarg] = n_logits
-    out = model(input_ids=ids, **kwargs)
-    return out.logits[:, -n_logits:, :], (_legacy(out.past_key_values) if more else None)
+    out = model(**inputs, **kwargs)
+    return out.logits[:, -n_logits:, :], (_legacy(out.past_key_values) if keep_cache else None)
 
 
 def _rows_of(past: tuple, rows: Tensor) -> tuple:
@@ -422,7 +409,8 @@ def _score_chunk(problem: Problem, model: Any, cache: tuple | None, chunk: Tenso
     ids = torch.cat([chunk.to(problem.device), torch.cat([problem.suffix_ids, target[:, :-1]], dim=1)
                      .expand(n, -1)], dim=1)
     offset = ids.shape[1] - (n_target - 1)  # inputs before the first target token
-    logits, past = _forward_stage(problem, model, cache, ids[:, :offset + ends[0] - 1], ends[0], len(ends) > 1)
+    logits, past = _forward(problem, model, cache, ends[0], ids=ids[:, :offset + ends[0] - 1],
+                            keep_cache=len(ends) > 1)
     state.add(torch.arange(n), _target_stats(logits, target[0, :ends[0]]), ends[0])
     del logits
     if len(ends) == 1:
@@ -431,8 +419,8 @@ def _score_chunk(problem: Problem, model: Any, cache: tuple | None, chunk: Tenso
 
     def run_to(rows: Tensor, done: int, stop: int) -> tuple | None:
         """Score ``rows`` (indices into ``alive``'s K/V) over target tokens done..stop; their new K/V."""
-        logits, more = _forward_stage(problem, model, _rows_of(past, rows), ids[alive[rows], offset + done - 1:
-                                      offset + stop - 1], stop - done, stop < n_target)
+        logits, more = _forward(problem, model, _rows_of(past, rows), stop - done,
+                                ids=ids[alive[rows], offset + done - 1:offset + stop - 1], keep_cache=stop < n_target)
         state.add(alive[rows], _target_stats(logits, target[0, done:stop]), stop - done)
         return more
 
