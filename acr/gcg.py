@@ -347,8 +347,8 @@ def _target_stats(logits: Tensor, target: Tensor) -> tuple[Tensor, Tensor, Tenso
 
 def _margins(logits: Tensor, labels: Tensor, picked: Tensor) -> Tensor:
     """Target logit minus the best other logit, per candidate and position: one max over the vocabulary, and
-    a second one, with the target masked, only where the target is the largest (measured 2.5x faster than
-    ``topk(2)`` plus ``argmax`` over 64 SmolLM2 candidates)."""
+    a second one, with the target masked, only where the target is the largest (measured 2.0-2.7x faster than
+    ``topk(2)`` plus ``argmax`` on the logits of 64 candidates x 8 positions x SmolLM2's 49,152 tokens)."""
     best_other = logits.amax(dim=-1)
     leads = picked >= best_other
     if leads.any():
