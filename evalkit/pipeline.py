@@ -607,7 +607,7 @@ def score_records(metrics: Sequence[Metric | MetricToBuild], samples: Sequence[S
     a re-run reuses them. ``elsewhere`` scores the chunks on Ray (:class:`~evalkit.scoring.on_ray.RayScoring`);
     ``reuse=False`` scores stored records again. ``timings`` gets each metric's load and scoring seconds, and
     ``first_score_s``: the process's age when the first scores were in. ``while_waiting`` is called once,
-    before the first metric that scores in a process of its own: this one mostly waits from then on."""
+    when every metric left scores in a process of its own: this one only waits from then on."""
     from evalkit.runners.store import RunStore
 
     timings = timings if timings is not None else {}
@@ -617,9 +617,9 @@ def score_records(metrics: Sequence[Metric | MetricToBuild], samples: Sequence[S
     ids = [samples[i].id for i in ok]
     scored = Scored([{} for _ in samples], [{} for _ in samples], [{} for _ in samples], {}, timings)
     with RunStore(output_dir) if output_dir is not None else contextlib.nullcontext() as store:
-        for entry in metrics:
-            if while_waiting is not None and getattr(entry, "runs_elsewhere", False):
-                while_waiting()
+        for position, entry in enumerate(metrics):
+            if while_waiting is not None and all(getattr(m, "runs_elsewhere", False) for m in metrics[position:]):
+                while_waiting()  # from here on this process only waits on metric processes
                 while_waiting = None
             metric = entry.build(timings) if isinstance(entry, MetricToBuild) else entry
             scored.metrics.append(metric)

@@ -76,3 +76,40 @@ def test_a_child_that_dies_is_a_crash_not_a_hang():
             child.identity()
     finally:
         child.close()
+
+
+def test_while_waiting_fires_once_when_only_metric_processes_are_left():
+    """The import-ahead hook runs once, after every metric scored in this process and before the first of the
+    metric processes that are all that is left (so no import runs on two threads); never while a metric that
+    scores here is still to come."""
+    from evalkit.data.dataset import Sample
+    from evalkit.pipeline import score_records
+    from evalkit.scoring.rouge import Rouge
+
+    events: list[str] = []
+
+    class Here(Rouge):
+        def score(self, outputs, references, progress=False):
+            events.append("here")
+            return super().score(outputs, references)
+
+    class Elsewhere(Here):
+        runs_elsewhere = True
+
+        def score(self, outputs, references, progress=False):
+            events.append("elsewhere")
+            return Rouge.score(self, outputs, references)
+
+    samples = [Sample(id=str(i), line=i + 1, model_input=None, references=("a cat sat",)) for i in range(3)]
+    outputs, errors = ["the cat sat"] * 3, [None] * 3
+
+    def run(metrics):
+        events.clear()
+        scored = score_records(metrics, samples, outputs, errors, False,
+                               while_waiting=lambda: events.append("ahead"))
+        assert scored.scores[0]["rouge1"] > 0
+        return list(events)
+
+    assert run([Here(), Elsewhere(), Elsewhere()]) == ["here", "ahead", "elsewhere", "elsewhere"]
+    assert run([Elsewhere(), Here()]) == ["elsewhere", "here"]  # something still scores here: no hook
+    assert run([Here()]) == ["here"]
