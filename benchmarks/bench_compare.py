@@ -26,6 +26,7 @@ from pathlib import Path
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 from benchmarks.common import ROOT, cpu_description  # noqa: E402
+from evalkit.jsonl import split_lines  # noqa: E402
 
 EXAMPLE = ROOT / "examples" / "domain-qa"
 METRICS = ["semantic_similarity", "bertscore", "rougeL", "meteor", "refusal"]
@@ -43,7 +44,7 @@ def _first_paragraph(page: Path) -> str:
 
 def build(workdir: Path, n: int) -> dict[str, Path]:
     """questions.jsonl, a precomputed output file per system, the compare config, and per-system run datasets."""
-    base = [json.loads(line) for line in (EXAMPLE / "questions.jsonl").read_text(encoding="utf-8").splitlines()
+    base = [json.loads(line) for _, line in split_lines((EXAMPLE / "questions.jsonl").read_text(encoding="utf-8"))
             if line.strip()]
     rows = [{**base[i % len(base)], "id": f"q{i}"} for i in range(n)]
     _write_jsonl(workdir / "questions.jsonl", rows)
@@ -76,7 +77,7 @@ def _run(argv: list[str]) -> float:
 
 
 def _scores(run_dir: Path) -> list[dict]:
-    return [json.loads(line)["scores"] for line in (run_dir / "records.jsonl").read_text().splitlines()]
+    return [json.loads(line)["scores"] for _, line in split_lines((run_dir / "records.jsonl").read_text("utf-8"))]
 
 
 def main() -> int:

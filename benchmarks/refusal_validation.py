@@ -25,6 +25,7 @@ def precision_recall(pairs: list[tuple[int, int]]) -> dict[str, float | int]:
 
 
 def main() -> None:
+    from evalkit.jsonl import split_lines
     from evalkit.scoring.base import Item
     from evalkit.scoring.refusal import DEFAULT_FUZZY_THRESHOLD, DEFAULT_SIMILARITY_THRESHOLD, Refusal
 
@@ -32,7 +33,7 @@ def main() -> None:
     parser.add_argument("--similarity-threshold", type=float, default=DEFAULT_SIMILARITY_THRESHOLD)
     parser.add_argument("--fuzzy-threshold", type=float, default=DEFAULT_FUZZY_THRESHOLD)
     args = parser.parse_args()
-    rows = [json.loads(line) for line in LABELLED.read_text(encoding="utf-8").splitlines() if line.strip()]
+    rows = [json.loads(line) for _, line in split_lines(LABELLED.read_text(encoding="utf-8")) if line.strip()]
     metric = Refusal(similarity_threshold=args.similarity_threshold, fuzzy_threshold=args.fuzzy_threshold)
     scores = metric.score_items([Item(r["answer"]) for r in rows])["refusal"]
     print(f"refusal metric on {LABELLED.name}: {len(rows)} answers, {sum(r['refusal'] for r in rows)} refusals; "

@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
-import json
 import os
 from pathlib import Path
 
 import pytest
+
+from tests.helpers import read_jsonl
 
 ROOT = Path(__file__).resolve().parents[1]
 NEWS = ROOT / "datasets" / "news_summaries.jsonl"
@@ -18,7 +19,7 @@ os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
 @pytest.fixture(scope="session")
 def news_records() -> list[dict]:
-    return [json.loads(line) for line in NEWS.read_text(encoding="utf-8").splitlines() if line.strip()]
+    return read_jsonl(NEWS)
 
 
 @pytest.fixture(scope="session")

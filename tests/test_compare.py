@@ -99,8 +99,8 @@ def test_three_systems_compared_with_paired_statistics_verdicts_and_require_rule
         assert pair["wins"] + pair["ties"] + pair["losses"] == pair["n"] == 24
         assert pair["p_holm"] >= pair["p"]
     # one pair recomputed by hand: good vs vague on semantic similarity, paired t-test is not used below 100
-    records = {name: {r["id"]: r for r in map(json.loads, (tmp_path / "out" / "systems" / name / "records.jsonl")
-                                             .read_text().splitlines())} for name in ("good", "vague")}
+    records = {name: {r["id"]: r for r in read_jsonl(tmp_path / "out" / "systems" / name / "records.jsonl")}
+               for name in ("good", "vague")}
     d = np.array([records["good"][k]["scores"]["semantic_similarity"] - records["vague"][k]["scores"]
                   ["semantic_similarity"] for k in records["good"]])
     pair = next(p for p in comparison["pairs"] if (p["a"], p["b"], p["metric"]) == ("good", "vague",
@@ -136,8 +136,7 @@ def test_shared_scoring_equals_separate_runs(three_systems, tmp_path):
                  "--metrics", "semantic_similarity,rouge,refusal", "--output-dir", str(tmp_path / "alone"),
                  "--no-progress", "--no-report"]) == 0
     alone = read_jsonl(tmp_path / "alone" / "records.jsonl")
-    shared = [json.loads(line) for line in (tmp_path / "out" / "systems" / "vague" / "records.jsonl")
-              .read_text().splitlines()]
+    shared = read_jsonl(tmp_path / "out" / "systems" / "vague" / "records.jsonl")
     assert [r["scores"] for r in alone] == [r["scores"] for r in shared]
 
 
@@ -225,8 +224,7 @@ def test_rag_and_model_systems_resume_every_generation_and_judgement(tmp_path, m
     assert "retrieval_recall" not in comparison["systems"]["plain"]
     assert comparison["systems"]["rag"]["judge"]["mean"] == 3.0
     assert comparison["systems"]["rag"]["judge"]["agreement"]["n"] == 8
-    rag = [json.loads(line) for line in (tmp_path / "out" / "systems" / "rag" / "records.jsonl").read_text()
-           .splitlines()]
+    rag = read_jsonl(tmp_path / "out" / "systems" / "rag" / "records.jsonl")
     assert len(rag[0]["retrieved"]) == 2 and rag[0]["retrieved"][0]["document"] == "facts.md"
     assert rag[0]["retrieved"][0]["text"] in rag[0]["prompt"] and "Question:" in rag[0]["prompt"]
     assert "<score>3</score>" in rag[0]["explanations"]["judge"]

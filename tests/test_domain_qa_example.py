@@ -14,6 +14,7 @@ import pytest
 import yaml
 
 from evalkit.cli import main
+from tests.helpers import read_jsonl
 
 EXAMPLE = Path(__file__).resolve().parents[1] / "examples" / "domain-qa"
 
@@ -68,7 +69,6 @@ def test_finetune_then_compare_baseline_finetuned_and_rag(tmp_path):
     assert finetuned["runner"]["adapter_path"] == str(adapter.resolve())
     baseline = json.loads((tmp_path / "out" / "systems" / "baseline" / "results.json").read_text())
     assert baseline["runner"]["adapter_path"] is None
-    rag = [json.loads(line) for line in (tmp_path / "out" / "systems" / "rag" / "records.jsonl").read_text()
-           .splitlines()]
+    rag = read_jsonl(tmp_path / "out" / "systems" / "rag" / "records.jsonl")
     assert all(len(r["retrieved"]) == 3 and r["retrieved"][0]["text"] in r["prompt"] for r in rag)
     assert (tmp_path / "out" / "report.html").stat().st_size > 0

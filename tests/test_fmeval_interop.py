@@ -8,7 +8,6 @@
 
 from __future__ import annotations
 
-import json
 import os
 import pickle
 from pathlib import Path
@@ -17,7 +16,7 @@ import pytest
 
 from evalkit.runners.base import RunnerOptions, create_runner
 from tests.aws_server import AWSServer, answer, aws_environment
-from tests.helpers import build_tiny_causal_lm, write_jsonl
+from tests.helpers import build_tiny_causal_lm, read_jsonl, write_jsonl
 
 os.environ.setdefault("SAGEMAKER_SUPPRESS_V2_WARNING", "1")
 fmeval_runners = pytest.importorskip("evalkit.runners.fmeval")  # the module imports without fmeval ...
@@ -106,8 +105,7 @@ def test_fmeval_evaluate_on_ray_with_an_evalkit_runner(tiny_model, tmp_path, new
         ray.shutdown()
     assert outputs[0].dataset_scores and {s.name for s in outputs[0].dataset_scores} == {"meteor", "rouge",
                                                                                            "bertscore"}
-    saved = [json.loads(line) for path in (tmp_path / "fmeval-results").rglob("*.jsonl")
-             for line in path.read_text().splitlines() if line.strip()]
+    saved = [row for path in (tmp_path / "fmeval-results").rglob("*.jsonl") for row in read_jsonl(path)]
     assert len(saved) == 5
     direct = create_runner(f"hf:{tiny_model}", RunnerOptions(max_new_tokens=8, progress=False))
     pairs = []

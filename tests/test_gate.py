@@ -22,7 +22,7 @@ import pytest
 from evalkit.cli import main
 from evalkit.gate.checks import FAIL, PASS, WARN, GateCheck, GateResult
 from evalkit.gate.output import format_gate_table, junit_xml, md_escape, summary_markdown
-from tests.helpers import write_jsonl
+from tests.helpers import read_jsonl, write_jsonl
 
 ROOT = Path(__file__).resolve().parents[1]
 REGRESSIONS = ["--max-regression", "rouge2=0.02", "--max-regression", "bertscore=0.01"]
@@ -84,7 +84,7 @@ def _edit_json(path: Path, edit) -> None:
 
 def _edit_records(run_dir: Path, edit) -> None:
     path = run_dir / "records.jsonl"
-    rows = [json.loads(line) for line in path.read_text().splitlines()]
+    rows = read_jsonl(path)
     rows = edit(rows)
     path.write_text("".join(json.dumps(r) + "\n" for r in rows))
 

@@ -17,7 +17,7 @@ def _python(code: str) -> dict:
     done = subprocess.run([sys.executable, "-c", textwrap.dedent(code)], capture_output=True, text=True, cwd=ROOT,
                           timeout=300)
     assert done.returncode == 0, done.stderr[-3000:]
-    return json.loads(done.stdout.strip().splitlines()[-1])
+    return json.loads(done.stdout.strip().split("\n")[-1])
 
 
 SCORE_PAIRS = """
