@@ -1,6 +1,4 @@
-import sys
-
-from evalkit.cli import main
+from evalkit.cli.entry import console_main
 
 if __name__ == "__main__":  # a metric process (spawn) imports the main module again: it must not run the CLI
-    sys.exit(main())
+    console_main()
