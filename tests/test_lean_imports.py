@@ -75,3 +75,65 @@ def test_absent_blocks_only_inside_and_leaves_imported_modules_alone():
             raise AssertionError("tabnanny imported inside the block")
     assert "tabnanny" not in sys.modules or sys.modules["tabnanny"] is not None
     import tabnanny  # noqa: F401,F811  # importable again
+
+
+BERTSCORE_PAIRS = """
+    from evalkit.scoring.bertscore import BertScore
+    outputs = ["The cat sat on the mat.", "Stocks fell sharply on Monday."]
+    references = [["A cat was sitting on the mat."], ["Markets dropped steeply at the start of the week."]]
+    scores = {"plain": BertScore().score(outputs, references),
+              "rescaled": BertScore(rescale_with_baseline=True, baseline_path=BASELINE).score(outputs, references)}
+"""
+
+
+def test_a_scoring_process_loads_bertscore_without_what_it_never_uses(tmp_path):
+    baseline = tmp_path / "baseline.tsv"  # bert-score's format: one row per layer, P R F columns
+    baseline.write_text("LAYER,P,R,F\n" + "".join(f"{i},0.{i}1,0.{i}2,0.{i}3\n" for i in range(7)))
+    unused = ("pandas", "matplotlib.pyplot", "matplotlib.axes", "mpl_toolkits.axes_grid1", "accelerate", "sympy",
+              "torch.distributed.tensor")
+
+    def scores_in(setup: str) -> dict:
+        return _python(f"""
+            import json, sys
+            BASELINE = {str(baseline)!r}
+            {setup}
+            {textwrap.indent(textwrap.dedent(BERTSCORE_PAIRS), "            ").strip()}
+            loaded = [name for name in {unused!r} if name in sys.modules]
+            import bert_score.scorer, pandas, torch.distributed
+            from transformers.utils import is_accelerate_available
+            print(json.dumps({{"scores": scores, "loaded": loaded, "accelerate": is_accelerate_available(),
+                              "pandas_is_real": bert_score.scorer.pd.DataFrame is pandas.DataFrame,
+                              "distributed": torch.distributed.is_available()}}))
+        """)
+
+    lean = scores_in("from evalkit.leanimports import enable; enable(scoring_process=True)")
+    cli = scores_in("from evalkit.leanimports import enable; enable()")
+    plain = scores_in("")
+    # the rescaled scores read the baseline through bert-score's pandas: imported on that first use
+    assert lean["loaded"] == ["pandas"]
+    assert "accelerate" in cli["loaded"] and "matplotlib.pyplot" not in cli["loaded"]
+    assert "matplotlib.pyplot" in plain["loaded"] and "sympy" in plain["loaded"]
+    assert lean["accelerate"] is False and cli["accelerate"] is plain["accelerate"] is True
+    assert lean["pandas_is_real"] and lean["distributed"] is plain["distributed"]
+    assert lean["scores"] == plain["scores"] == cli["scores"]
+    assert lean["scores"]["rescaled"] != lean["scores"]["plain"]
+
+
+def test_deferred_modules_import_on_first_use_and_leave_sys_modules():
+    done = _python("""
+        import json, sys
+        from evalkit.leanimports import deferred
+        with deferred(["wave", "evalkit_no_such_module_xyz"]):
+            import wave
+            from wave import Error
+            inside = {"standin": type(wave).__name__, "no_such": "evalkit_no_such_module_xyz" in sys.modules,
+                      "found": __import__("importlib.util").util.find_spec("wave").name}
+        after = {"in_sys_modules": "wave" in sys.modules}
+        error_class = wave.Error  # first use: the real module
+        import wave as real
+        print(json.dumps({"inside": inside, "after": after, "same": error_class is real.Error,
+                          "forwarded": Error("x").args == ("x",), "real_type": type(real).__name__}))
+    """)
+    assert done["inside"] == {"standin": "_Deferred", "no_such": False, "found": "wave"}
+    assert done["after"] == {"in_sys_modules": False}
+    assert done["same"] and done["forwarded"] and done["real_type"] == "module"

@@ -36,7 +36,7 @@ def _serve(conn: Any, name: str, options: dict[str, Any], dataset: DatasetView) 
     from evalkit.progress import quiet_library_progress
     from evalkit.scoring.base import build_metrics
 
-    lean_imports()  # this process is evalkit's: libraries load without integrations no metric uses
+    lean_imports(scoring_process=True)  # this process only scores: libraries load without what it never uses
     start = time.perf_counter()
     metric: Metric | None = None
     failure: BaseException | None = None
