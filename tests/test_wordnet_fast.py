@@ -66,6 +66,10 @@ def test_the_parsed_cache_is_keyed_checked_and_rebuilt(wordnet_root, tmp_path, m
     written = fast_wordnet.install_cache(root)
     path = Path(written["path"])
     assert path.parent == tmp_path / "cache" and path.stat().st_size == written["bytes"] > 1_000_000
+    # Installing again finds both files valid and rewrites neither.
+    stamps = [p.stat().st_mtime_ns for p in (path, Path(written["lemma_names"]))]
+    assert fast_wordnet.install_cache(root) == written
+    assert [p.stat().st_mtime_ns for p in (path, Path(written["lemma_names"]))] == stamps
     dogs = [s.name() for s in fast_wordnet.english_wordnet(root).synsets("dog")]
     # A fresh process reads it back from the file, not from memory.
     monkeypatch.setattr(fast_wordnet, "_LOADED", {})

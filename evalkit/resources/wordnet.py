@@ -143,15 +143,18 @@ def english_wordnet(root: Path, *, write: bool = True) -> Any:
 
 
 def install_cache(root: Path) -> dict[str, Any]:
-    """Parse WordNet and write the cache and the lemma names table (``evalkit resources install``); what was
-    written."""
+    """Parse WordNet and write the cache and the lemma names table (``evalkit resources install``), each unless
+    a valid one for this NLTK and these data files is there already; what is there."""
     path, names_path = cache_file(root), cache_file(root, "wordnet-names")
     _LOADED.pop(str(path), None)
     _LOADED.pop(str(names_path), None)
-    reader = _build(root)
-    _write(reader, path)
-    _write_pickle(_lemma_names(reader), names_path)
-    reader._synset_offset_cache.clear()  # the 128k synsets just parsed: looked up again when needed
+    reader = _read(path)
+    if reader is None:
+        reader = _build(root)
+        _write(reader, path)
+    if not isinstance(_read_pickle(names_path), dict):
+        _write_pickle(_lemma_names(reader), names_path)
+        reader._synset_offset_cache.clear()  # the 128k synsets just parsed: looked up again when needed
     _LOADED[str(path)] = reader
     return {"path": str(path), "bytes": path.stat().st_size, "lemma_names": str(names_path),
             "lemma_names_bytes": names_path.stat().st_size}
