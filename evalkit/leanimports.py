@@ -22,7 +22,7 @@ installs an import finder that runs each listed library's first import under its
 
 A process that only scores (a metric's child process: ``enable(scoring_process=True)``) also loads transformers
 without accelerate (device maps, offloading) and without torch's distributed tensors (tensor parallelism):
-measured 1.1-1.4 s of the child's 4.4-6.2 s start-up, the import of sympy included. The CLI itself keeps both,
+measured 0.8-1.5 s of the child's 4.4-6.2 s start-up, the import of sympy included. The CLI itself keeps both,
 for the model runners that use them.
 
 A notebook or script that calls evalkit's API never gets any of this: only the CLI's entry point and the child

@@ -2,7 +2,7 @@
 
 When a command returns, every file it wrote is closed (:mod:`evalkit.atomic`) and all that is left is Python
 freeing each object it holds, one by one, and then exiting. After a run that is WordNet's and the run's
-600,000-odd objects: measured 0.65-0.9 s of a 10 s ``evalkit run`` over 1,000 pairs, which a CI job waits for
+600,000-odd objects: measured 0.64-0.77 s of a 10 s ``evalkit run`` over 1,000 pairs, which a CI job waits for
 with nothing to gain. So :func:`console_main` flushes stdout and stderr, runs the exit handlers
 (:mod:`atexit`: metric processes, multiprocessing's children, logging), and ends the process with
 :func:`os._exit` -- what :mod:`multiprocessing` does to end its own children. While a non-daemon thread is

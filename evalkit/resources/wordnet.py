@@ -193,9 +193,6 @@ class _LemmaNames:
     def lemmas(self) -> tuple[_Lemma, ...]:
         return self._lemmas
 
-    def lemma_names(self) -> list[str]:
-        return [lemma.name() for lemma in self._lemmas]
-
 
 @functools.cache
 def _names_reader_class() -> type:

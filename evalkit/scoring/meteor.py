@@ -3,10 +3,10 @@
 WordNet synonyms).
 
 NLTK's implementation is called unchanged; it receives a stemmer and a WordNet reader whose lookups
-are memoized, which returns the same objects and therefore the same scores, much faster. The reader is
-NLTK's own, loaded in a fraction of the time, and where ``evalkit resources install`` wrote its table of
-every synset's lemma names, its synsets are read from that table: the names METEOR matches on, without
-parsing each synset's line (see :mod:`evalkit.resources.wordnet`).
+are memoized, which gives the same synonyms and therefore the same scores, much faster. The reader is
+NLTK's own, loaded in a fraction of the time; where ``evalkit resources install`` wrote its table of
+every synset's lemma names, its synsets are stand-ins read from that table, carrying the lemma names
+METEOR matches on, so no synset's line is parsed (see :mod:`evalkit.resources.wordnet`).
 """
 
 from __future__ import annotations
