@@ -224,7 +224,7 @@ def _run_stages(config: RunConfig, task: Task, template: str, data: LoadedDatase
     ahead: list[Any] = []  # the thread importing what comes after scoring, started when this process waits
     scored = score_records(to_score, data.samples, outputs, errors, config.progress, output_dir=output_dir,
                            retrieved=retrieved, elsewhere=elsewhere, reuse=config.use_cache, timings=timings,
-                           while_waiting=lambda: ahead.append(_import_ahead(config.write_report)))
+                           while_waiting=lambda done: ahead.append(_work_ahead(config.write_report, done)))
     for thread in ahead:  # done by now, as a rule; joined so no import ever runs on two threads at once
         thread.join()
     metrics = scored.metrics
@@ -600,14 +600,14 @@ def score_records(metrics: Sequence[Metric | MetricToBuild], samples: Sequence[S
                   outputs: Sequence[str | None], errors: Sequence[str | None], progress: bool,
                   retrieved: Sequence[Sequence[Any] | None] | None = None, output_dir: Path | None = None,
                   elsewhere: Any = None, reuse: bool = True, timings: dict[str, float] | None = None,
-                  while_waiting: Callable[[], None] | None = None) -> Scored:
+                  while_waiting: Callable[[Scored], None] | None = None) -> Scored:
     """Score every record whose generation succeeded, with every metric, chunk by chunk
     (:mod:`evalkit.scoring.chunks`); a :class:`MetricToBuild` is built when its turn comes. With ``output_dir``
     every chunk's scores and every call of a metric that calls a model (a judge) are kept in its run store, so
     a re-run reuses them. ``elsewhere`` scores the chunks on Ray (:class:`~evalkit.scoring.on_ray.RayScoring`);
     ``reuse=False`` scores stored records again. ``timings`` gets each metric's load and scoring seconds, and
-    ``first_score_s``: the process's age when the first scores were in. ``while_waiting`` is called once,
-    when every metric left scores in a process of its own: this one only waits from then on."""
+    ``first_score_s``: the process's age when the first scores were in. ``while_waiting`` is called once, with
+    the scores so far, when every metric left scores in a process of its own: this one only waits from then on."""
     from evalkit.runners.store import RunStore
 
     timings = timings if timings is not None else {}
@@ -619,7 +619,7 @@ def score_records(metrics: Sequence[Metric | MetricToBuild], samples: Sequence[S
     with RunStore(output_dir) if output_dir is not None else contextlib.nullcontext() as store:
         for position, entry in enumerate(metrics):
             if while_waiting is not None and all(getattr(m, "runs_elsewhere", False) for m in metrics[position:]):
-                while_waiting()  # from here on this process only waits on metric processes
+                while_waiting(scored)  # from here on this process only waits on metric processes
                 while_waiting = None
             metric = entry.build(timings) if isinstance(entry, MetricToBuild) else entry
             scored.metrics.append(metric)
@@ -658,13 +658,19 @@ def _score_metric(metric: Metric, items: list[Item], ids: list[str], ok: list[in
     scored.timings[f"scoring_{metric.name}_s"] = round(time.perf_counter() - start, 3)
 
 
-def _import_ahead(report: bool) -> Any:
-    """Import what the run needs once every score is in -- scipy.stats for the summaries, matplotlib and jinja2
-    for the report -- on a background thread (returned, started), while this process waits on a metric process
-    (blocked in a pipe read, which releases the GIL; the metric process is still loading on one core).
-    Measured: about 0.5 s less from the last score to the exit (4 runs each way). An import that fails here
-    fails again, with its message, where it is needed."""
+def _work_ahead(report: bool, done: Scored) -> Any:
+    """Do what the run needs once every score is in, as far as it can be done now, on a background thread
+    (returned, started) while this process waits on a metric process (blocked in a pipe read, which releases
+    the GIL): import scipy.stats for the summaries, and for the report jinja2 and matplotlib, then draw the
+    histograms of the columns already scored (``done``'s, copied here, before the thread starts). Measured: the
+    imports about 0.5 s less from the last score to the exit (4 runs each way). An import or drawing that
+    fails here is done again, with its message, where it is needed."""
     import threading
+
+    columns: dict[str, list[Any]] = {}
+    if report:
+        for name in dict.fromkeys(column for row in done.scores for column in row):
+            columns[name] = [row.get(name) for row in done.scores]
 
     def work() -> None:
         with contextlib.suppress(Exception):
@@ -674,7 +680,11 @@ def _import_ahead(report: bool) -> Any:
                 import matplotlib.backends.backend_agg  # noqa: F401
                 import matplotlib.figure  # noqa: F401
 
-    thread = threading.Thread(target=work, name="evalkit-import-ahead", daemon=True)
+                from evalkit.reports.html import prerender_histograms
+
+                prerender_histograms(columns)
+
+    thread = threading.Thread(target=work, name="evalkit-work-ahead", daemon=True)
     thread.start()
     return thread
 

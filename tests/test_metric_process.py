@@ -79,9 +79,9 @@ def test_a_child_that_dies_is_a_crash_not_a_hang():
 
 
 def test_while_waiting_fires_once_when_only_metric_processes_are_left():
-    """The import-ahead hook runs once, after every metric scored in this process and before the first of the
-    metric processes that are all that is left (so no import runs on two threads); never while a metric that
-    scores here is still to come."""
+    """The work-ahead hook runs once, with the scores so far, after every metric scored in this process and
+    before the first of the metric processes that are all that is left (so no import runs on two threads);
+    never while a metric that scores here is still to come."""
     from evalkit.data.dataset import Sample
     from evalkit.pipeline import score_records
     from evalkit.scoring.rouge import Rouge
@@ -103,13 +103,20 @@ def test_while_waiting_fires_once_when_only_metric_processes_are_left():
     samples = [Sample(id=str(i), line=i + 1, model_input=None, references=("a cat sat",)) for i in range(3)]
     outputs, errors = ["the cat sat"] * 3, [None] * 3
 
+    seen: list[dict] = []
+
+    def ahead(done):
+        events.append("ahead")
+        seen.append({column: [row.get(column) for row in done.scores] for column in ("rouge1", "rougeL")})
+
     def run(metrics):
         events.clear()
-        scored = score_records(metrics, samples, outputs, errors, False,
-                               while_waiting=lambda: events.append("ahead"))
+        scored = score_records(metrics, samples, outputs, errors, False, while_waiting=ahead)
         assert scored.scores[0]["rouge1"] > 0
         return list(events)
 
     assert run([Here(), Elsewhere(), Elsewhere()]) == ["here", "ahead", "elsewhere", "elsewhere"]
+    expected = Rouge().score(outputs, [("a cat sat",)] * 3)
+    assert seen == [{c: expected[c] for c in ("rouge1", "rougeL")}]  # what scored here, whole
     assert run([Elsewhere(), Here()]) == ["elsewhere", "here"]  # something still scores here: no hook
     assert run([Here()]) == ["here"]

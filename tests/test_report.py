@@ -133,3 +133,26 @@ def test_large_run_renders_fast_and_small():
 def test_screenshot_is_a_real_page(report, tmp_path):
     png = screenshot(report, tmp_path / "shot.png")
     assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and png.stat().st_size > 20_000
+
+
+def test_a_histogram_drawn_ahead_is_used_only_for_exactly_its_values(monkeypatch):
+    """The run draws finished columns' histograms while it waits on a metric process; the report takes such a
+    drawing only when the column holds the very same values, and draws anything else itself."""
+    import evalkit.reports.html as report
+
+    results, records = make_run(8)
+    rouge1 = [r["scores"].get("rouge1") for r in records]
+    report.prerender_histograms({"rouge1": rouge1, "meteor": [r["scores"].get("meteor") for r in records]})
+    drawn_ahead = dict(report._PRERENDERED)
+    assert len(drawn_ahead) == 2
+    records[3]["scores"]["meteor"] = 0.99  # meteor changed after it was drawn: drawn again
+
+    calls: list[str] = []
+    real = report._histogram_png
+    monkeypatch.setattr(report, "_histogram_png", lambda name, values: calls.append(name) or real(name, values))
+    hist = {h["name"]: h["png"] for h in report._histograms(["rouge1", "meteor", "bertscore"], records)}
+    assert calls == ["meteor", "bertscore"]
+    finite = tuple(v for v in rouge1 if v is not None)
+    assert hist["rouge1"] == drawn_ahead[("rouge1", finite)] == real("rouge1", finite)  # the same picture
+    assert hist["meteor"] not in drawn_ahead.values()
+    assert ("rouge1", finite) not in report._PRERENDERED  # used once, then gone

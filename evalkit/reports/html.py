@@ -375,12 +375,31 @@ def _gate(gate: Any) -> dict:
     return {"passed": passed, "headline": headline, "rows": rows, "warnings": warnings, "facts": facts}
 
 
+# Histograms drawn ahead of the report, keyed by name and the exact values drawn (see prerender_histograms).
+_PRERENDERED: dict[tuple[str, tuple[float, ...]], str] = {}
+
+
+def prerender_histograms(columns: Mapping[str, Sequence[Any]]) -> None:
+    """Draw the histograms of score columns already final, while the run still waits on other metrics
+    (``evalkit.pipeline`` calls this on a background thread once only metric processes are left). The report
+    uses a drawing only when its column holds exactly the same values, in the same order, when it is built;
+    anything else is drawn then, as before. Each call replaces what an earlier one left."""
+    _PRERENDERED.clear()
+    for name, raw in columns.items():
+        values = tuple(f for v in raw if (f := _finite(v)) is not None)
+        if values:
+            _PRERENDERED[(name, values)] = _histogram_png(name, values)
+
+
 def _histograms(metric_names: Sequence[str], records: Sequence[Mapping]) -> list[dict]:
     out = []
     for name in metric_names:
         values = [f for r in records
                   if (f := _finite(_dict(r.get("scores")).get(name))) is not None]
-        out.append({"name": name, "n": len(values), "png": _histogram_png(name, values) if values else None,
+        png = None
+        if values:
+            png = _PRERENDERED.pop((name, tuple(values)), None) or _histogram_png(name, values)
+        out.append({"name": name, "n": len(values), "png": png,
                     "mean": _fmt_num(sum(values) / len(values), 3) if values else "—"})
     return out
 
