@@ -140,6 +140,7 @@ def test_a_histogram_drawn_ahead_is_used_only_for_exactly_its_values(monkeypatch
     drawing only when the column holds the very same values, and draws anything else itself."""
     import evalkit.reports.html as report
 
+    monkeypatch.setattr(report, "_PRERENDERED", {})  # this test's drawings only, and none left behind
     results, records = make_run(8)
     rouge1 = [r["scores"].get("rouge1") for r in records]
     report.prerender_histograms({"rouge1": rouge1, "meteor": [r["scores"].get("meteor") for r in records]})
