@@ -120,3 +120,24 @@ def test_while_waiting_fires_once_when_only_metric_processes_are_left():
     assert seen == [{c: expected[c] for c in ("rouge1", "rougeL")}]  # what scored here, whole
     assert run([Elsewhere(), Here()]) == ["elsewhere", "here"]  # something still scores here: no hook
     assert run([Here()]) == ["here"]
+
+
+def test_work_ahead_draws_the_finished_columns_for_the_report(monkeypatch):
+    """While the run waits, the background thread draws each finished column's histogram, keyed by exactly the
+    values the report will find (a record without a score is left out, as the report leaves it out); a run
+    without a report draws nothing."""
+    from types import SimpleNamespace
+
+    import evalkit.reports.html as report
+    from evalkit.pipeline import _work_ahead
+
+    monkeypatch.setattr(report, "_PRERENDERED", {})
+    done = SimpleNamespace(scores=[{"rouge1": 0.5, "meteor": 0.25}, {}, {"rouge1": 1.0, "meteor": float("nan")}])
+    _work_ahead(False, done).join()
+    assert report._PRERENDERED == {}
+    _work_ahead(True, done).join()
+    assert set(report._PRERENDERED) == {("rouge1", (0.5, 1.0)), ("meteor", (0.25,))}
+    drawn = [report._PRERENDERED[("rouge1", (0.5, 1.0))], report._PRERENDERED[("meteor", (0.25,))]]
+    records = [{"scores": row} for row in done.scores]
+    assert [h["png"] for h in report._histograms(["rouge1", "meteor"], records)] == drawn  # the report takes them
+    assert report._PRERENDERED == {}
