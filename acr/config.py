@@ -36,6 +36,9 @@ class ACRConfig:
     screen_dtype: str = "auto"  # auto (the fastest measured here) | bfloat16 | float16 | int8 | none
     screen_margin: float = 0.5  # logits, widened to 1.5x the largest error seen (see acr.gcg.Screen)
     screen_rerank: int = 4  # best-screened candidates the model re-scores each step; GCG moves by those exact losses
+    # The kernel of the model's own linear layers while it scores candidates (acr.kernels): torch's, or oneDNN's
+    # with the weights packed once (float32 too: the same products summed in another order).
+    linear_kernel: str = "auto"  # auto (packed where measured faster on this machine, cached) | torch | onednn
     # Which tokens the free prompt may use.
     allow_special_tokens: bool = False  # BOS/EOS/PAD/added special tokens stay out of prompts by default
     allow_non_ascii: bool = False  # False (CLI, API and benchmark alike): printable ASCII tokens only, as nanoGCG
@@ -65,6 +68,8 @@ class ACRConfig:
         if self.screen_dtype not in ("auto", "none", "bfloat16", "float16", "int8"):
             raise UsageError("ACRConfig.screen_dtype must be auto, none, bfloat16, float16 or int8, "
                              f"got {self.screen_dtype!r}")
+        if self.linear_kernel not in ("auto", "torch", "onednn"):
+            raise UsageError(f"ACRConfig.linear_kernel must be auto, torch or onednn, got {self.linear_kernel!r}")
         if not isinstance(self.screen_margin, (int, float)) or self.screen_margin < 0:
             raise UsageError(f"ACRConfig.screen_margin must be a number >= 0, got {self.screen_margin!r}")
         if not isinstance(self.threshold, (int, float)) or not self.threshold >= 1.0:

@@ -29,6 +29,7 @@ per step; with the gradient and the ranking also taken from the copy, it needed 
 
 from __future__ import annotations
 
+import contextlib
 import inspect
 import math
 from collections.abc import Callable
@@ -88,6 +89,7 @@ class Problem:
     chunk_size: int  # candidates per forward; halved for good on an out-of-memory error
     screen: Screen | None = None  # None: the model itself scores every candidate
     keep: Callable[[Tensor], Tensor] | None = None  # which candidate prompts may be tried (e.g. re-tokenizing ones)
+    packed: Any = None  # acr.kernels.PackedLinears: the model's packed linears, active only while it scores candidates
     forward_passes: int = 0  # candidate sequences scored so far (by the screen when there is one)
     exact_rechecks: int = 0  # screened candidates the model itself scored again (best-ranked and near-matches)
     pruned: int = 0  # scored candidates dropped before the target's end: they could not match or move GCG
@@ -179,13 +181,15 @@ def _prefix_cache(model: Any, prefix: Tensor) -> tuple | None:
 def build_problem(model: Any, prefix_ids: list[int], suffix_ids: list[int], target_ids: list[int],
                   allowed: Tensor, *, search_width: int, batch_size: int | None = None,
                   screen_model: Any = None, screen_margin: float = 0.5, screen_rerank: int = 4,
-                  keep: Callable[[Tensor], Tensor] | None = None) -> Problem:
+                  keep: Callable[[Tensor], Tensor] | None = None, packed: Any = None) -> Problem:
     """Put the fixed ids on the model's device and compute the prefix KV caches once per target.
 
     ``screen_model`` (from :func:`screen_copy`) scores candidates first; ``screen_margin`` is how close to
     a match, in logits, a screened candidate must come to be checked by the model itself, and
     ``screen_rerank`` how many of the best-ranked ones the model re-scores to choose GCG's next prompt.
     ``keep(prompts) -> bool mask`` filters candidate prompts before they are scored (nanoGCG's ``filter_ids``).
+    ``packed`` (:func:`acr.kernels.pack_linears`) are the model's linear layers packed for oneDNN, used while
+    the model scores candidates.
     """
     device = model.get_input_embeddings().weight.device
 
@@ -202,7 +206,7 @@ def build_problem(model: Any, prefix_ids: list[int], suffix_ids: list[int], targ
     chunk = batch_size or _auto_chunk_size(model, longest, target.shape[1], search_width)
     return Problem(model=model, prefix_ids=prefix, suffix_ids=suffix, target_ids=target, allowed=allowed,
                    prefix_cache=_prefix_cache(model, prefix), logits_kwarg=_logits_kwarg(model), chunk_size=chunk,
-                   screen=screen, keep=keep)
+                   screen=screen, keep=keep, packed=packed)
 
 
 def _cache_for(model: Any, cache: tuple, batch: int) -> Any:
@@ -466,7 +470,9 @@ def _teacher_forced(problem: Problem, model: Any, cache: tuple | None, candidate
     n_target = problem.target_ids.shape[1]
     bar: list[float] = []
     start = 0
-    with torch.inference_mode():
+    kernels = problem.packed.active() if problem.packed is not None and model is problem.model \
+        else contextlib.nullcontext()
+    with torch.inference_mode(), kernels:
         while start < n:
             stop = min(n, start + problem.chunk_size)
             chunk_bar = list(bar)  # kept only if the chunk finishes (an out-of-memory retry starts it again)

@@ -59,6 +59,7 @@ class ACRResult:
     screen_dtype: str | None = None  # the screen that scored candidates first: bfloat16, float16, int8 (None: none)
     screen_speeds: dict[str, float] | None = None  # "auto": measured candidates/s of the model ("none") and each screen
     screen_fidelity: dict[str, float] | None = None  # "auto": Spearman of each screen's losses with the model's
+    linear_kernels: dict[str, Any] | None = None  # {"packed": weight shapes packed for oneDNN, "gflops": measured}
     exact_rechecks: int = 0  # screened candidates the model itself scored again (best-ranked and near-matches)
     pruned: int = 0  # candidates whose scoring stopped before the target's end: they could not match or move GCG
     config: dict[str, Any] = field(default_factory=dict)

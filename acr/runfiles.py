@@ -35,7 +35,9 @@ SUMMARY_FILE = "summary.json"
 REPORT_FILE = "report.html"
 
 # ACRConfig fields that cannot change a result: excluded from the fingerprint.
-_NOT_FINGERPRINTED = ("batch_size",)
+# batch_size changes no result; linear_kernel is the request, and what it resolved to is fingerprinted
+# (``resolved["linear_kernels"]``, present when some layer is packed).
+_NOT_FINGERPRINTED = ("batch_size", "linear_kernel")
 
 
 def config_fingerprint(config: Mapping[str, Any]) -> str:

@@ -20,11 +20,7 @@ and the measured speeds are recorded with every result.
 
 from __future__ import annotations
 
-import contextlib
 import copy
-import json
-import os
-import platform
 import time
 from pathlib import Path
 from typing import Any
@@ -32,29 +28,14 @@ from typing import Any
 import torch
 from torch import Tensor
 
+from acr.measured import machine_fields, measured_once
+
 SCREEN_KINDS = ("bfloat16", "float16", "int8")  # also the order of preference among about-equally fast ones
 MIN_SPEEDUP = 1.3  # a screen must score candidates this much faster than the model to pay for its re-checks
 NEAR_TIE = 1.15  # screens within this factor of the fastest count as equally fast: the most faithful one wins
 MIN_FIDELITY = 0.9  # Spearman of a screen's losses with the model's on GCG-like candidates, to be used at all
 PROBE_SLOWDOWN = 2.0  # a screen whose probe layer runs this much slower than float32 is not timed further
 PROBE_TOKENS = 1024  # rows of the probe layer's input: milliseconds on a native path, about a second emulated
-CACHE_FILE = "acr-screens.json"
-_MEASURED: dict[str, tuple[str | None, dict[str, Any]]] = {}  # key -> choice, measured by this process
-CPU_FLAGS = ("avx2", "avx512f", "avx512_vnni", "avx_vnni", "avx512_bf16", "amx_bf16", "amx_int8")
-
-
-def cpu_features() -> dict[str, Any]:
-    """The CPU's name and the vector features that decide the screens' speed (from /proc/cpuinfo)."""
-    fields: dict[str, str] = {}
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            key, _, value = line.partition(":")
-            fields.setdefault(key.strip(), value.strip())
-    except OSError:
-        return {"name": platform.processor() or platform.machine(), "features": [], "cores": os.cpu_count()}
-    flags = set(fields.get("flags", "").split())
-    return {"name": fields.get("model name", platform.machine()), "family": fields.get("cpu family"),
-            "model": fields.get("model"), "features": [f for f in CPU_FLAGS if f in flags], "cores": os.cpu_count()}
 
 
 def available_screens(model: Any) -> list[str]:
@@ -126,46 +107,24 @@ def _model_signature(model: Any) -> dict[str, Any]:
             "device": str(weight.device)}
 
 
-def _cache_path(cache_dir: str | Path | None) -> Path:
-    from evalkit.cachedir import cache_dir as default_cache_dir
-
-    return Path(cache_dir or default_cache_dir()) / CACHE_FILE
-
-
 def choose_screen(model: Any, *, seq_len: int, target_len: int, rows: int,
                   cache_dir: str | Path | None = None) -> tuple[str | None, dict[str, Any]]:
     """The fastest screen for ``model`` on this machine, measured (or read from the cache of an earlier
     measurement at the same key): ``(kind or None, {"chosen", "candidates_per_second", "key", "cached"})``."""
-    from evalkit.atomic import atomic_write_json
-    from evalkit.hashing import fingerprint
-
     kinds = available_screens(model)
     if not kinds:
         return None, {"chosen": None, "candidates_per_second": {}, "reason": "the model is not float32",
                       "cached": False}
-    key_fields = {"cpu": cpu_features(), "torch": torch.__version__, "threads": torch.get_num_threads(),
-                  "capability": torch.backends.cpu.get_cpu_capability(),
-                  "quantized_engine": torch.backends.quantized.engine,
-                  "model": _model_signature(model), "shape": [rows, seq_len, target_len], "kinds": kinds,
-                  "rule": {"min_speedup": MIN_SPEEDUP, "near_tie": NEAR_TIE, "min_fidelity": MIN_FIDELITY}}
-    key = fingerprint(key_fields, length=16)
-    if key in _MEASURED:  # this process measured it already (a read-only cache directory included)
-        return _MEASURED[key][0], {**_MEASURED[key][1], "cached": True}
-    path = _cache_path(cache_dir)
-    try:
-        cache = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, ValueError):
-        cache = {}
-    if isinstance(cache.get(key), dict) and "chosen" in cache[key]:
-        return cache[key]["chosen"], {**cache[key], "key": key, "cached": True}
-    speeds, fidelity = measure_screens(model, kinds, seq_len=seq_len, target_len=target_len, rows=rows)
-    chosen = pick_screen(speeds, fidelity)
-    entry = {"chosen": chosen, "candidates_per_second": speeds, "fidelity": fidelity, "measured": key_fields}
-    cache[key] = entry
-    with contextlib.suppress(OSError):  # a read-only home: measured again by the next process
-        atomic_write_json(path, cache)
-    _MEASURED[key] = (chosen, {**entry, "key": key})
-    return chosen, {**entry, "key": key, "cached": False}
+    key_fields = {**machine_fields(), "model": _model_signature(model), "shape": [rows, seq_len, target_len],
+                  "kinds": kinds, "rule": {"min_speedup": MIN_SPEEDUP, "near_tie": NEAR_TIE,
+                                           "min_fidelity": MIN_FIDELITY}}
+
+    def measure() -> dict[str, Any]:
+        speeds, fidelity = measure_screens(model, kinds, seq_len=seq_len, target_len=target_len, rows=rows)
+        return {"chosen": pick_screen(speeds, fidelity), "candidates_per_second": speeds, "fidelity": fidelity}
+
+    entry, cached = measured_once(key_fields, measure, cache_dir)
+    return entry["chosen"], {**entry, "cached": cached}
 
 
 MEASURE_ROWS = 16  # candidates per timed forward: enough to batch like a search chunk, few enough for seconds

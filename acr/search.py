@@ -31,6 +31,7 @@ from acr.gcg import (
     optimize_length,
     random_prompt,
 )
+from acr.kernels import linear_kernels_for, pack_linears
 from acr.results import ACRResult, deflate_bytes, search_budget
 from acr.screens import screen_copy, screen_for
 from acr.verify import verify_generation
@@ -228,7 +229,10 @@ class _Prepared:
     end_of_turn: list[int] = field(default_factory=list)  # must follow the target (chat mode)
     screen_dtype: str | None = None  # the screen that will score candidates first (acr.screens), or None
     screen_measurement: dict[str, Any] | None = None  # how "auto" chose it: candidates/s of each, cached or not
+    linear_kernels: list[str] = field(default_factory=list)  # weight shapes packed for oneDNN (acr.kernels)
+    linear_measurement: dict[str, Any] | None = None  # how "auto" chose them: GFLOP/s of each kernel per shape
     _screen_model: Any = None
+    _packed: Any = None
 
     def typed_ids(self, prompt_ids: list[int]) -> list[int]:
         """The ids a user gets by typing the prompt's text: the rendered chat tokenized as
@@ -259,10 +263,18 @@ class _Prepared:
                 self.screen_dtype = None
         return self._screen_model
 
+    def packed_linears(self) -> Any:
+        """The model's packed linear layers, made on first use and shared by every target; None when none."""
+        if self.linear_kernels and self._packed is None:
+            rows = self.config.search_width * (len(self.before) + self.config.initial_length + len(self.after)
+                                               + TYPICAL_TARGET_TOKENS)
+            self._packed = pack_linears(self.model, self.linear_kernels, rows)
+        return self._packed
 
 
 def _prepare(model: Any, tokenizer: Any, config: ACRConfig | None, model_name: str | None,
-             screen: tuple[str | None, dict[str, Any] | None] | None = None) -> _Prepared:
+             screen: tuple[str | None, dict[str, Any] | None] | None = None,
+             linear_kernels: tuple[list[str], dict[str, Any] | None] | None = None) -> _Prepared:
     config = config or ACRConfig()
     check_model(model, tokenizer)
     before, after, scaffold, bos_added = build_scaffold(tokenizer, config)
@@ -275,8 +287,11 @@ def _prepare(model: Any, tokenizer: Any, config: ACRConfig | None, model_name: s
     name = model_name or getattr(getattr(model, "config", None), "_name_or_path", None) or type(model).__name__
     eot = end_of_turn_ids(tokenizer, config)
     screen, measurement = screen if screen is not None else resolve_screen(model, tokenizer, config)
+    packed, packed_measurement = linear_kernels if linear_kernels is not None \
+        else resolve_linear_kernels(model, tokenizer, config)
     return _Prepared(model, tokenizer, config, before, after, scaffold, bos_added, allowed,
-                     context_limit(model, tokenizer), name, eot, screen, measurement)
+                     context_limit(model, tokenizer), name, eot, screen, measurement, list(packed),
+                     packed_measurement)
 
 
 TYPICAL_TARGET_TOKENS = 32  # the shape "auto" measures screens at (a famous quote is 15-40 tokens)
@@ -290,6 +305,20 @@ def resolve_screen(model: Any, tokenizer: Any, config: ACRConfig) -> tuple[str |
         return screen_for(model, config.screen_dtype, rows=config.search_width,
                           seq_len=len(before) + config.initial_length + len(after) + TYPICAL_TARGET_TOKENS,
                           target_len=TYPICAL_TARGET_TOKENS)
+    except ValueError as error:
+        raise UsageError(str(error)) from error
+
+
+def resolve_linear_kernels(model: Any, tokenizer: Any,
+                           config: ACRConfig) -> tuple[list[str], dict[str, Any] | None]:
+    """The weight shapes whose linear layers this config packs for oneDNN on this model and machine
+    (``"auto"``: measured once per machine at a candidate chunk's rows, see :mod:`acr.kernels`), and the
+    measurement behind an ``"auto"`` choice."""
+    before, after, _, _ = build_scaffold(tokenizer, config)
+    try:
+        return linear_kernels_for(model, config.linear_kernel, rows=config.search_width,
+                                  seq_len=len(before) + config.initial_length + len(after) + TYPICAL_TARGET_TOKENS,
+                                  target_len=TYPICAL_TARGET_TOKENS)
     except ValueError as error:
         raise UsageError(str(error)) from error
 
@@ -320,7 +349,8 @@ def _run_target(prep: _Prepared, target: str, target_ids: list[int],
                             search_width=config.search_width, batch_size=config.batch_size,
                             screen_model=prep.screen_model(), screen_margin=config.screen_margin,
                             screen_rerank=config.screen_rerank,
-                            keep=prep.retokenize_filter if config.require_retokenize else None)
+                            keep=prep.retokenize_filter if config.require_retokenize else None,
+                            packed=prep.packed_linears())
 
     checked: dict[tuple[int, ...], bool] = {}  # greedy generation is deterministic: run it once per input
 
@@ -353,6 +383,8 @@ def _run_target(prep: _Prepared, target: str, target_ids: list[int],
         screen_dtype=prep.screen_dtype,
         screen_speeds=(prep.screen_measurement or {}).get("candidates_per_second"),
         screen_fidelity=(prep.screen_measurement or {}).get("fidelity"),
+        linear_kernels={"packed": list(prep.linear_kernels),
+                        "gflops": (prep.linear_measurement or {}).get("gflops")},
         wall_seconds=time.perf_counter() - start, seed=config.seed, model=prep.model_name,
         scaffold=prep.scaffold, bos_added=prep.bos_added, budget=budget, end_of_turn_ids=list(prep.end_of_turn),
         target_bytes=len(target.encode("utf-8")), prompt_bytes=len(prompt_text.encode("utf-8")),
@@ -397,18 +429,20 @@ def compute_acr(model: Any, tokenizer: Any, target: str, config: ACRConfig | Non
 def compute_acr_many(model: Any, tokenizer: Any, targets: Iterable[str], config: ACRConfig | None = None,
                      progress: bool = True, on_result: Callable[[ACRResult], None] | None = None,
                      model_name: str | None = None,
-                     screen: tuple[str | None, dict[str, Any] | None] | None = None) -> list[ACRResult]:
+                     screen: tuple[str | None, dict[str, Any] | None] | None = None,
+                     linear_kernels: tuple[list[str], dict[str, Any] | None] | None = None) -> list[ACRResult]:
     """:func:`compute_acr` for each target, in order; every target is validated before any compute is spent.
 
     ``on_result(result)`` is called as each target finishes (e.g. to append a JSONL line), so a long run
     keeps what it has done. Each target's generator is seeded with ``config.seed`` alone, so a target's
     result does not depend on its position in the list. ``screen``: ``(kind, measurement)`` from
     :func:`resolve_screen` already made (so a run resolves "auto" once, and every worker of a run searches
-    with the screen its resume fingerprint names); by default it is resolved here.
+    with the screen its resume fingerprint names); by default it is resolved here. ``linear_kernels``: ``(shapes,
+    measurement)`` from :func:`resolve_linear_kernels`, likewise.
     """
     from evalkit.progress import progress_bar
 
-    prep = _prepare(model, tokenizer, config, model_name, screen)
+    prep = _prepare(model, tokenizer, config, model_name, screen, linear_kernels)
     targets = list(targets)
     encoded = []
     for index, target in enumerate(targets):

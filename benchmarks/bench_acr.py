@@ -14,7 +14,9 @@ tokens (ASCII, no special tokens: nanoGCG's default filter). Only the optimizer 
 * evalkit: :func:`acr.gcg.optimize_length` with its defaults (``screen_dtype="auto"``: the fastest screen
   measured on this machine -- bfloat16, float16 or int8 -- or none, scores candidates first; the float32
   model takes the gradient, re-scores the screen's best four and its near-matches, moves by exact losses
-  and decides success);
+  and decides success; ``linear_kernel="auto"``: while the model itself scores candidates, its linear
+  layers run through oneDNN with the weights packed once, on the weight shapes where that was measured
+  faster on this machine -- float32 either way, see :mod:`acr.kernels`);
 * nanoGCG: ``nanogcg.GCG.run`` per length, through :mod:`benchmarks.nanogcg_adapter`;
 * with --also-exact, evalkit again with ``screen_dtype="none"`` (float32 throughout), to show how much of
   the speed-up is the screen.
@@ -261,7 +263,7 @@ def main(argv: list[str] | None = None) -> int:
 
     from acr import ACRConfig
     from acr.gcg import allowed_token_mask
-    from acr.screens import cpu_features
+    from acr.measured import cpu_features
     from acr.search import _prepare
     from acr.targets import load_targets
     from evalkit.runners.base import RunnerOptions, create_runner
@@ -278,7 +280,7 @@ def main(argv: list[str] | None = None) -> int:
     # The prompt space is ACRConfig's default (printable ASCII, no special tokens): the same as the CLI's and
     # the API's, and as nanoGCG's own filter.
     common = {"steps_per_length": args.steps, "search_width": args.search_width, "topk": args.topk}
-    sides = {"evalkit": {}, "nanogcg": {"screen_dtype": "none"}}
+    sides = {"evalkit": {}, "nanogcg": {"screen_dtype": "none", "linear_kernel": "torch"}}
     if args.also_exact:
         sides["evalkit_exact"] = {"screen_dtype": "none"}
     allowed = allowed_token_mask(tokenizer, model.get_input_embeddings().weight.shape[0],
@@ -301,12 +303,19 @@ def main(argv: list[str] | None = None) -> int:
                     for side, extra in sides.items()}
         for prep in prepared.values():
             prep.screen_model()  # per-run setup: made here, untimed, as for the other side's token filter
+            prep.packed_linears()
         chosen = prepared["evalkit"]
         measured = chosen.screen_measurement or {}
         print(f"seed {seed}: evalkit's screen: {chosen.screen_dtype or 'none (the model itself)'}; measured "
               f"candidates/s {measured.get('candidates_per_second')}, fidelity {measured.get('fidelity')}"
               f"{' (cached choice)' if measured.get('cached') else ''}", flush=True)
-        screens.append({"seed": seed, "screen": chosen.screen_dtype, "measurement": measured})
+        kernels = chosen.linear_measurement or {}
+        rates_text = {shape: f"{r['torch']}/{r['onednn']}" for shape, r in (kernels.get("gflops") or {}).items()}
+        print(f"        linear layers packed for oneDNN: {', '.join(chosen.linear_kernels) or 'none'}; measured "
+              f"GFLOP/s torch/oneDNN per weight shape {rates_text or kernels.get('reason')}"
+              f"{' (cached choice)' if kernels.get('cached') else ''}", flush=True)
+        screens.append({"seed": seed, "screen": chosen.screen_dtype, "measurement": measured,
+                        "linear_kernels": chosen.linear_kernels, "linear_measurement": kernels})
         for target in targets:
             rows.append(_compare_target(target, seed, sides, prepared, model, tokenizer, allowed, not_allowed,
                                         rates))

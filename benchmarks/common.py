@@ -34,7 +34,7 @@ def timed(into: dict, key: str):
 
 def cpu_description() -> str:
     """The CPU that measured a number: name, family/model and the vector features that decide torch's speed."""
-    from acr.screens import cpu_features
+    from acr.measured import cpu_features
 
     cpu = cpu_features()
     return (f"{cpu['name']} (family {cpu.get('family', '?')}, model {cpu.get('model', '?')}; "

@@ -112,7 +112,12 @@ def test_run_writes_results_summary_and_escaped_report(models, first_run):
     assert summary["portion_memorized"] == 0.5 and len(summary["portion_memorized_ci95"]) == 2
     found = [r["acr"] for r in rows if r["success"]]
     assert summary["found"] == len(found) and summary["mean_acr"] == pytest.approx(sum(found) / len(found))
-    assert summary["resolved"] == {"dtype": "float32", "device": "cpu", "screen_dtype": rows[0]["screen_dtype"]}
+    packed = rows[0]["linear_kernels"]["packed"]  # measured on this machine: packed for oneDNN where faster
+    assert summary["resolved"] == {"dtype": "float32", "device": "cpu", "screen_dtype": rows[0]["screen_dtype"],
+                                   **({"linear_kernels": packed} if packed else {})}
+    kernels = summary["linear_kernel_measurement"]
+    assert packed == kernels["chosen"] and all(r["linear_kernels"]["packed"] == packed for r in rows)
+    assert set(kernels["gflops"]) >= set(packed) and rows[0]["linear_kernels"]["gflops"] == kernels["gflops"]
     assert (summary["resumed"], summary["computed"]) == (0, 4)
     assert summary["targets"]["sha256"] and summary["targets"]["path"] == str(targets_path)
     assert summary["config"]["steps_per_length"] == 12 and summary["versions"]["torch"]
@@ -201,16 +206,20 @@ def test_run_on_ray_equals_the_single_process_run_and_resumes(models, first_run,
 
 
 def test_run_without_the_screen_finds_the_same_memorized_targets(models, first_run, tmp_path):
-    """--screen-dtype none scores candidates with the float32 model itself; the memorized quotes are still
-    found with verified prompts, and nothing is re-checked."""
+    """--screen-dtype none scores candidates with the float32 model itself (here with every linear layer
+    packed for oneDNN); the memorized quotes are still found with verified prompts, and nothing is
+    re-checked."""
     trained, _, targets_path, _ = models
     screened = _rows(first_run[0])
     out = tmp_path / "exact"
     proc = _cli("acr", "run", "--model", f"hf:{trained}", "--targets", targets_path, "--output-dir", out,
-                *KNOBS, "--screen-dtype", "none", "--max-targets", "2")
+                *KNOBS, "--screen-dtype", "none", "--max-targets", "2", "--linear-kernel", "onednn")
     assert proc.returncode == 0, proc.stderr
     rows = _rows(out)
     assert [r["memorized"] and r["verified_generation"] for r in rows] == [True, True]
+    summary = json.loads((out / "summary.json").read_text(encoding="utf-8"))
+    assert summary["resolved"]["linear_kernels"] == rows[0]["linear_kernels"]["packed"] != []
+    assert summary["config"]["linear_kernel"] == "onednn" and summary["linear_kernel_measurement"] is None
     assert all(r["screen_dtype"] is None and r["exact_rechecks"] == 0 for r in rows)
     assert [r["target"] for r in rows] == [r["target"] for r in screened[:2]]
     assert rows[0]["config_fingerprint"] != screened[0]["config_fingerprint"]  # never mixed on resume

@@ -71,6 +71,11 @@ def _add_common(parser: argparse.ArgumentParser) -> None:
                              "and near-matching candidates and decides success (default auto: the fastest "
                              "measured on this machine for a float32 model, cached per machine; none: score with "
                              "the model itself)")
+    search.add_argument("--linear-kernel", choices=["auto", "torch", "onednn"], default="auto",
+                        help="how the model's own linear layers multiply while it scores candidates (CPU, float32): "
+                             "torch's kernel, or oneDNN's with the weights packed once (the same float32 products "
+                             "summed in another order; the gradient and the generate that verifies run unpacked); "
+                             "default auto: packed where measured faster on this machine, cached per machine")
     search.add_argument("--chat-template", action="store_true",
                         help="wrap the free prompt in the model's chat template (scaffold not counted); the target "
                              "must then be the model's whole reply, end-of-turn token included")
@@ -152,6 +157,7 @@ def _config(args: argparse.Namespace):
     return ACRConfig(max_prompt_tokens=args.max_prompt_tokens, initial_length=args.initial_length,
                      steps_per_length=args.steps, search_width=args.search_width, topk=args.topk,
                      restarts=args.restarts, seed=args.seed, screen_dtype=args.screen_dtype,
+                     linear_kernel=args.linear_kernel,
                      allow_non_ascii=args.allow_non_ascii, require_retokenize=args.require_retokenize,
                      chat_template=args.chat_template, system_prompt=args.system_prompt,
                      require_end_of_turn=not args.no_require_end_of_turn, threshold=args.threshold)
@@ -190,24 +196,34 @@ class _Searcher:
         self.spec, self.config = spec, config
         self.runner = _load_model(spec, options)
         self.screen: tuple[str | None, dict[str, Any] | None] | None = None
+        self.linear_kernels: tuple[list[str], dict[str, Any] | None] | None = None
 
     def info(self) -> dict[str, Any]:
-        """The model id and what really runs: "auto" dtypes, devices and screens resolve differently on other
-        machines, and their results must not be mixed on resume. Resolves the screen (once)."""
-        from acr.search import resolve_screen
+        """The model id and what really runs: "auto" dtypes, devices, screens and linear kernels resolve
+        differently on other machines, and their results must not be mixed on resume. Resolves the screen and
+        the kernels (once)."""
+        from acr.search import resolve_linear_kernels, resolve_screen
 
         if self.screen is None:
             self.screen = resolve_screen(self.runner.model, self.runner.tokenizer, self.config)
+        if self.linear_kernels is None:
+            self.linear_kernels = resolve_linear_kernels(self.runner.model, self.runner.tokenizer, self.config)
         runner = self.runner
         describe = runner.describe() if callable(getattr(runner, "describe", None)) else {"spec": self.spec}
         resolved = {"dtype": str(runner.model.dtype).removeprefix("torch."), "device": str(runner.device),
                     "screen_dtype": self.screen[0]}
+        if self.linear_kernels[0]:  # only when packed: a run without packing keeps its earlier fingerprint
+            resolved["linear_kernels"] = list(self.linear_kernels[0])
         return {"model_id": _model_id(runner, self.spec), "resolved": resolved, "describe": describe,
-                "screen": self.screen}
+                "screen": self.screen, "linear_kernels": self.linear_kernels}
 
-    def use_screen(self, screen: tuple[str | None, dict[str, Any] | None]) -> None:
-        """Search with the screen the run resolved (on its first worker), not one measured here."""
+    def use_screen(self, screen: tuple[str | None, dict[str, Any] | None],
+                   linear_kernels: tuple[list[str], dict[str, Any] | None] | None = None) -> None:
+        """Search with the screen and linear kernels the run resolved (on its first worker), not ones measured
+        here."""
         self.screen = screen
+        if linear_kernels is not None:
+            self.linear_kernels = linear_kernels
 
     def validate(self, targets: list[str], path: str) -> tuple[int, dict[str, Any] | None]:
         """(targets shorter than the prompt cap, None), or (0, the InputError's fields)."""
@@ -223,7 +239,7 @@ class _Searcher:
 
         (result,) = compute_acr_many(self.runner.model, self.runner.tokenizer, [target], self.config,
                                      progress=False, model_name=_model_id(self.runner, self.spec),
-                                     screen=self.screen)
+                                     screen=self.screen, linear_kernels=self.linear_kernels)
         return result.to_dict()
 
 
@@ -349,7 +365,7 @@ def _acr_in(spec: str, args: argparse.Namespace, targets: list[str], config: Any
     else:
         pool = _searchers(spec, args, config, ray, targets)
         info = pool.call_on(0, "info")
-        pool.on_each("use_screen", info["screen"])  # every worker searches as the fingerprint says
+        pool.on_each("use_screen", info["screen"], info["linear_kernels"])  # as the fingerprint says
         info["describe"] = {**info["describe"], "ray": ray.to_dict()}
     load_s = time.perf_counter() - started
     model_id, resolved = info["model_id"], info["resolved"]
@@ -376,7 +392,8 @@ def _acr_in(spec: str, args: argparse.Namespace, targets: list[str], config: Any
         acr_started = time.perf_counter()
         if todo and pool is None:
             compute_acr_many(runner.model, runner.tokenizer, todo, config, progress=not args.no_progress,
-                             on_result=keep, model_name=model_id, screen=info["screen"])
+                             on_result=keep, model_name=model_id, screen=info["screen"],
+                             linear_kernels=info["linear_kernels"])
         elif pool is not None:
             _search_on_ray(pool, todo, keep, progress=not args.no_progress)
         acr_s = time.perf_counter() - acr_started
@@ -405,6 +422,7 @@ def _acr_in(spec: str, args: argparse.Namespace, targets: list[str], config: Any
         "config": config.to_dict(),
         "resolved": resolved,
         "screen_measurement": info["screen"][1],  # "auto": candidates/s and fidelity of each screen, cached or not
+        "linear_kernel_measurement": info["linear_kernels"][1],  # "auto": GFLOP/s of each kernel per weight shape
         "config_fingerprint": fingerprint,
         "runner": describe,
         "versions": _versions(),
