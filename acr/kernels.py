@@ -4,8 +4,9 @@ On x86 CPUs torch runs a float32 ``nn.Linear`` through MKL's sgemm, and packs th
 call. oneDNN, with the weight reordered once into its blocked layout (``torch.ops.mkldnn._reorder_linear_weight``
 and ``_linear_pointwise``: what torch.compile's CPU backend does for frozen weights), is faster at some of the
 shapes GCG scores and not at others. Measured on an AMD EPYC (family 25, AVX2 only, 2 cores, torch 2.13), at
-about 1,000 rows (64 candidates of 15 tokens): SmolLM2's gate/up projections 86-111 GFLOP/s through torch,
-114-130 packed; its output head (512 rows x 49,152 tokens) 55-66 vs 93-100; its down projection about even.
+about 1,000 rows (64 candidates of 15 tokens), over several runs: SmolLM2's gate/up projections 86-111 GFLOP/s
+through torch, 111-130 packed; its output head (512 rows x 49,152 tokens) 55-67 vs 82-100; its down projection
+faster either way from run to run (torch 90-124, packed 92-124).
 
 Both are float32 products of the same numbers; they differ only in summation order (logits within about
 1e-5). So this is not a screen: the packed model is the model itself, and its scores decide as the plain

@@ -266,8 +266,7 @@ class _Prepared:
     def packed_linears(self) -> Any:
         """The model's packed linear layers, made on first use and shared by every target; None when none."""
         if self.linear_kernels and self._packed is None:
-            rows = self.config.search_width * (len(self.before) + self.config.initial_length + len(self.after)
-                                               + TYPICAL_TARGET_TOKENS)
+            rows = self.config.search_width * typical_sequence(self.tokenizer, self.config)
             self._packed = pack_linears(self.model, self.linear_kernels, rows)
         return self._packed
 
@@ -294,19 +293,21 @@ def _prepare(model: Any, tokenizer: Any, config: ACRConfig | None, model_name: s
                      packed_measurement)
 
 
-TYPICAL_TARGET_TOKENS = 32  # the shape "auto" measures screens at (a famous quote is 15-40 tokens)
+TYPICAL_TARGET_TOKENS = 32  # the shape "auto" measures at (a famous quote is 15-40 tokens)
+
+
+def typical_sequence(tokenizer: Any, config: ACRConfig) -> int:
+    """Tokens of a typical candidate sequence for this config: scaffold, the first prompt length, a typical
+    target. What "auto" measures screens and linear kernels at, and what packed weights are laid out for."""
+    before, after, _, _ = build_scaffold(tokenizer, config)
+    return len(before) + config.initial_length + len(after) + TYPICAL_TARGET_TOKENS
 
 
 def resolve_screen(model: Any, tokenizer: Any, config: ACRConfig) -> tuple[str | None, dict[str, Any] | None]:
     """The screen this config runs with on this model and machine (``"auto"``: measured once per machine,
     see :func:`acr.screens.choose_screen`), and the measurement behind an ``"auto"`` choice."""
-    before, after, _, _ = build_scaffold(tokenizer, config)
-    try:
-        return screen_for(model, config.screen_dtype, rows=config.search_width,
-                          seq_len=len(before) + config.initial_length + len(after) + TYPICAL_TARGET_TOKENS,
-                          target_len=TYPICAL_TARGET_TOKENS)
-    except ValueError as error:
-        raise UsageError(str(error)) from error
+    return _as_usage_error(screen_for, model, config.screen_dtype, rows=config.search_width,
+                           seq_len=typical_sequence(tokenizer, config), target_len=TYPICAL_TARGET_TOKENS)
 
 
 def resolve_linear_kernels(model: Any, tokenizer: Any,
@@ -314,11 +315,14 @@ def resolve_linear_kernels(model: Any, tokenizer: Any,
     """The weight shapes whose linear layers this config packs for oneDNN on this model and machine
     (``"auto"``: measured once per machine at a candidate chunk's rows, see :mod:`acr.kernels`), and the
     measurement behind an ``"auto"`` choice."""
-    before, after, _, _ = build_scaffold(tokenizer, config)
+    return _as_usage_error(linear_kernels_for, model, config.linear_kernel, rows=config.search_width,
+                           seq_len=typical_sequence(tokenizer, config), target_len=TYPICAL_TARGET_TOKENS)
+
+
+def _as_usage_error(resolve: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
+    """``resolve(*args, **kwargs)``, its ValueError (an option this model or machine cannot run) a UsageError."""
     try:
-        return linear_kernels_for(model, config.linear_kernel, rows=config.search_width,
-                                  seq_len=len(before) + config.initial_length + len(after) + TYPICAL_TARGET_TOKENS,
-                                  target_len=TYPICAL_TARGET_TOKENS)
+        return resolve(*args, **kwargs)
     except ValueError as error:
         raise UsageError(str(error)) from error
 
