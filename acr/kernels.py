@@ -185,7 +185,11 @@ def _model_signature(model: Any) -> dict[str, Any]:
 
 @dataclass
 class PackedLinears:
-    """Packed oneDNN weights for some of a model's linear layers, swapped in only inside :meth:`active`."""
+    """Packed oneDNN weights for some of a model's linear layers, swapped in only inside :meth:`active`.
+
+    The swap is on the model's own modules: a second thread running the same model object meanwhile would run
+    packed too. evalkit runs one search per process (or Ray actor); share a model across threads only with
+    ``linear_kernel="torch"``."""
 
     layers: list[tuple[torch.nn.Linear, Tensor]] = field(default_factory=list)
     shapes: list[str] = field(default_factory=list)
