@@ -5,6 +5,8 @@ packed."""
 
 from __future__ import annotations
 
+import copy
+
 import pytest
 import torch
 
@@ -117,7 +119,7 @@ def test_the_gradient_and_the_verifying_generate_never_run_packed(tiny, monkeypa
 
 
 def test_the_choice_is_measured_cached_and_bounded_by_memory(tiny, tmp_path, monkeypatch):
-    model, _ = tiny
+    model, tokenizer = tiny
     assert linear_kernels_for(model, "torch", rows=8, seq_len=6, target_len=3) == ([], None)
     assert linear_kernels_for(model, "onednn", rows=8, seq_len=6, target_len=3) == (sorted(linear_groups(model)), None)
     with pytest.raises(ValueError, match="linear kernel"):
@@ -138,17 +140,14 @@ def test_the_choice_is_measured_cached_and_bounded_by_memory(tiny, tmp_path, mon
     with pytest.raises(ValueError, match="cannot pack"):
         linear_kernels_for(model, "onednn", rows=8, seq_len=6, target_len=3)
     with pytest.raises(UsageError, match="cannot pack"):
-        compute_acr(model, _, QUOTES["hamlet"], ACRConfig(**{**CONFIG.to_dict(), "linear_kernel": "onednn"}))
+        compute_acr(model, tokenizer, QUOTES["hamlet"], ACRConfig(**{**CONFIG.to_dict(), "linear_kernel": "onednn"}))
 
 
 def test_only_float32_models_on_cpu_are_packed(tiny):
     model, _ = tiny
-    half = model.to(torch.bfloat16)
-    try:
-        assert "float32 only" in acr_kernels.packing_unavailable(half)
-        assert linear_kernels_for(half, "auto", rows=8, seq_len=6, target_len=3)[0] == []
-    finally:
-        model.to(torch.float32)
+    half = copy.deepcopy(model).to(torch.bfloat16)  # a copy: the shared model keeps its float32 weights
+    assert "float32 only" in acr_kernels.packing_unavailable(half)
+    assert linear_kernels_for(half, "auto", rows=8, seq_len=6, target_len=3)[0] == []
 
 
 def test_the_pick_among_measured_kernels():
