@@ -23,13 +23,14 @@ that proves nothing about the true shortest prompt, and the target is never coun
 from acr.analysis import plot_acr, results_frame, summarize_results
 from acr.config import ACRConfig
 from acr.results import ACRResult
-from acr.search import compute_acr, compute_acr_many
+from acr.search import ACRSearch, compute_acr, compute_acr_many
 from acr.targets import load_targets, random_token_strings
 from acr.verify import completion_test
 
 __all__ = [
     "ACRConfig",
     "ACRResult",
+    "ACRSearch",
     "compute_acr",
     "compute_acr_many",
     "completion_test",

@@ -430,6 +430,50 @@ def compute_acr(model: Any, tokenizer: Any, target: str, config: ACRConfig | Non
         return _run_target(prep, target, target_ids)
 
 
+class ACRSearch:
+    """One model, tokenizer and config prepared once (scaffold, allowed tokens, the screen copy, packed linear
+    layers), then any number of targets searched with it: what :func:`compute_acr_many` runs, and what a
+    long-lived worker keeps so that each call does not remake the model copies.
+
+    ``screen``: ``(kind, measurement)`` from :func:`resolve_screen` already made (so a run resolves "auto" once,
+    and every worker of a run searches with the screen its resume fingerprint names); by default it is
+    resolved here. ``linear_kernels``: ``(shapes, measurement)`` from :func:`resolve_linear_kernels`, likewise.
+    """
+
+    def __init__(self, model: Any, tokenizer: Any, config: ACRConfig | None = None, model_name: str | None = None,
+                 screen: tuple[str | None, dict[str, Any] | None] | None = None,
+                 linear_kernels: tuple[list[str], dict[str, Any] | None] | None = None) -> None:
+        self.prepared = _prepare(model, tokenizer, config, model_name, screen, linear_kernels)
+
+    def encode(self, targets: list[str]) -> list[list[int]]:
+        """Each target's token ids; a UsageError naming the first target that is empty or does not fit."""
+        encoded = []
+        for index, target in enumerate(targets):
+            try:
+                encoded.append(encode_target(self.prepared.tokenizer, target))
+                _prompt_cap(self.prepared, encoded[-1])
+            except UsageError as error:
+                raise UsageError(f"target {index}: {error}") from error
+        return encoded
+
+    def run(self, targets: Iterable[str], progress: bool = True,
+            on_result: Callable[[ACRResult], None] | None = None) -> list[ACRResult]:
+        """Every target validated first, then searched in order; ``on_result`` as each one finishes."""
+        from evalkit.progress import progress_bar
+
+        targets = list(targets)
+        encoded = self.encode(targets)
+        results = []
+        with _EvalMode(self.prepared.model):
+            for target, target_ids in progress_bar(zip(targets, encoded, strict=True), total=len(targets),
+                                                   desc="ACR", enabled=progress):
+                result = _run_target(self.prepared, target, target_ids)
+                results.append(result)
+                if on_result is not None:
+                    on_result(result)
+        return results
+
+
 def compute_acr_many(model: Any, tokenizer: Any, targets: Iterable[str], config: ACRConfig | None = None,
                      progress: bool = True, on_result: Callable[[ACRResult], None] | None = None,
                      model_name: str | None = None,
@@ -439,28 +483,8 @@ def compute_acr_many(model: Any, tokenizer: Any, targets: Iterable[str], config:
 
     ``on_result(result)`` is called as each target finishes (e.g. to append a JSONL line), so a long run
     keeps what it has done. Each target's generator is seeded with ``config.seed`` alone, so a target's
-    result does not depend on its position in the list. ``screen``: ``(kind, measurement)`` from
-    :func:`resolve_screen` already made (so a run resolves "auto" once, and every worker of a run searches
-    with the screen its resume fingerprint names); by default it is resolved here. ``linear_kernels``: ``(shapes,
-    measurement)`` from :func:`resolve_linear_kernels`, likewise.
+    result does not depend on its position in the list. ``screen`` and ``linear_kernels``: as
+    :class:`ACRSearch` takes them.
     """
-    from evalkit.progress import progress_bar
-
-    prep = _prepare(model, tokenizer, config, model_name, screen, linear_kernels)
-    targets = list(targets)
-    encoded = []
-    for index, target in enumerate(targets):
-        try:
-            encoded.append(encode_target(tokenizer, target))
-            _prompt_cap(prep, encoded[-1])
-        except UsageError as error:
-            raise UsageError(f"target {index}: {error}") from error
-    results = []
-    with _EvalMode(model):
-        for target, target_ids in progress_bar(zip(targets, encoded, strict=True), total=len(targets),
-                                               desc="ACR", enabled=progress):
-            result = _run_target(prep, target, target_ids)
-            results.append(result)
-            if on_result is not None:
-                on_result(result)
-    return results
+    search = ACRSearch(model, tokenizer, config, model_name, screen, linear_kernels)
+    return search.run(targets, progress=progress, on_result=on_result)

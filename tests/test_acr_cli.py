@@ -205,6 +205,40 @@ def test_run_on_ray_equals_the_single_process_run_and_resumes(models, first_run,
     assert by_target(_rows(out)) == by_target(_rows(full))
 
 
+def test_a_ray_worker_prepares_once_for_all_its_targets(models, monkeypatch):
+    """A --ray worker searches one target per call, but prepares once: the screen copy and the packed weights
+    are made on its first target and kept for the rest; its rows equal the single-process run's."""
+    import acr.search as acr_search
+    from acr import compute_acr_many
+    from evalkit.cli.acr import _config, _runner_options, _Searcher
+    from evalkit.cli.commands import build_parser
+
+    trained, _, targets_path, targets = models
+    made = {"screen": 0, "packed": 0}
+
+    def counted(name: str, real):
+        def call(*args, **kwargs):
+            made[name] += 1
+            return real(*args, **kwargs)
+        return call
+
+    monkeypatch.setattr(acr_search, "screen_copy", counted("screen", acr_search.screen_copy))
+    monkeypatch.setattr(acr_search, "pack_linears", counted("packed", acr_search.pack_linears))
+    args = build_parser().parse_args(["acr", "run", "--model", f"hf:{trained}", "--targets", str(targets_path),
+                                      "--output-dir", "unused", *KNOBS, "--screen-dtype", "bfloat16",
+                                      "--linear-kernel", "onednn"])
+    searcher = _Searcher(args.model, _runner_options(args), _config(args))
+    info = searcher.info()
+    searcher.use_screen(info["screen"], info["linear_kernels"])
+    rows = [searcher.compute(target) for target in targets[:3]]
+    assert made == {"screen": 1, "packed": 1}
+    assert rows[0]["screen_dtype"] == "bfloat16" and rows[0]["linear_kernels"]["packed"]
+    single = compute_acr_many(searcher.runner.model, searcher.runner.tokenizer, targets[:3], searcher.config,
+                              progress=False, model_name=info["model_id"], screen=info["screen"],
+                              linear_kernels=info["linear_kernels"])
+    assert _stable(rows) == _stable([result.to_dict() for result in single])
+
+
 def test_run_without_the_screen_finds_the_same_memorized_targets(models, first_run, tmp_path):
     """--screen-dtype none scores candidates with the float32 model itself (here with every linear layer
     packed for oneDNN); the memorized quotes are still found with verified prompts, and nothing is

@@ -197,6 +197,7 @@ class _Searcher:
         self.runner = _load_model(spec, options)
         self.screen: tuple[str | None, dict[str, Any] | None] | None = None
         self.linear_kernels: tuple[list[str], dict[str, Any] | None] | None = None
+        self._search: Any = None  # acr.search.ACRSearch, made on the first target and kept for the rest
 
     def info(self) -> dict[str, Any]:
         """The model id and what really runs: "auto" dtypes, devices, screens and linear kernels resolve
@@ -224,6 +225,7 @@ class _Searcher:
         self.screen = screen
         if linear_kernels is not None:
             self.linear_kernels = linear_kernels
+        self._search = None
 
     def validate(self, targets: list[str], path: str) -> tuple[int, dict[str, Any] | None]:
         """(targets shorter than the prompt cap, None), or (0, the InputError's fields)."""
@@ -235,12 +237,20 @@ class _Searcher:
             return 0, {"message": error.reason, "path": error.path, "field": error.field}
 
     def compute(self, target: str) -> dict[str, Any]:
-        from acr import compute_acr_many
-
-        (result,) = compute_acr_many(self.runner.model, self.runner.tokenizer, [target], self.config,
-                                     progress=False, model_name=_model_id(self.runner, self.spec),
-                                     screen=self.screen, linear_kernels=self.linear_kernels)
+        """One target (a Ray call), searched with the state prepared on this worker's first call: the screen
+        copy and packed weights are made once per worker, not once per target."""
+        (result,) = self.search().run([target], progress=False)
         return result.to_dict()
+
+    def search(self) -> Any:
+        """This model's :class:`acr.search.ACRSearch`, prepared once with the run's screen and kernels."""
+        if self._search is None:
+            from acr.search import ACRSearch
+
+            self._search = ACRSearch(self.runner.model, self.runner.tokenizer, self.config,
+                                     model_name=_model_id(self.runner, self.spec), screen=self.screen,
+                                     linear_kernels=self.linear_kernels)
+        return self._search
 
 
 def _model_id(runner: Any, spec: str) -> str:
@@ -341,7 +351,7 @@ def _acr_in(spec: str, args: argparse.Namespace, targets: list[str], config: Any
     ``after(runner, rows)``, when given, runs while the model is still loaded (the compare command's
     completion tests). Returns ``{"summary", "rows", "runner", "after"}``.
     """
-    from acr import compute_acr_many, summarize_results
+    from acr import summarize_results
     from acr.runfiles import (
         REPORT_FILE,
         RESULTS_FILE,
@@ -391,9 +401,7 @@ def _acr_in(spec: str, args: argparse.Namespace, targets: list[str], config: Any
 
         acr_started = time.perf_counter()
         if todo and pool is None:
-            compute_acr_many(runner.model, runner.tokenizer, todo, config, progress=not args.no_progress,
-                             on_result=keep, model_name=model_id, screen=info["screen"],
-                             linear_kernels=info["linear_kernels"])
+            searcher.search().run(todo, progress=not args.no_progress, on_result=keep)
         elif pool is not None:
             _search_on_ray(pool, todo, keep, progress=not args.no_progress)
         acr_s = time.perf_counter() - acr_started
