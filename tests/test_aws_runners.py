@@ -149,8 +149,12 @@ def test_on_ray_the_same_calls_run_under_one_rate_limit(server, aws_env, tmp_pat
         if record["error"] is None:
             assert record["model_output"] == answer(TEMPLATE.replace("$model_input", document))
     assert len(calls) == sum(g["attempts"] for g in by_id.values())  # every request sent is counted
+    # One limit for all: any 5 consecutive arrivals span at least 4 slots of 1/20 s (0.2 s); a limit per actor
+    # would let two actors' calls interleave at twice the rate (0.1 s). Checked over windows rather than
+    # single gaps, which the hop from the driver through an actor to the server jitters on a loaded machine.
     times = sorted(c.time for c in calls)
-    assert min(b - a for a, b in zip(times, times[1:], strict=False)) >= 1 / 20 - 0.02  # one limit for all
+    assert len(times) >= 5
+    assert min(b - a for a, b in zip(times, times[4:], strict=False)) >= 4 / 20 - 0.05
     results = json.loads((out / "results.json").read_text())
     assert results["runner"]["ray"]["workers"] == 2 and results["generation"]["called"] == 12
     assert results["runner"]["identity"]["model_id"] == CLAUDE
