@@ -230,6 +230,26 @@ def test_bertscore_idf_comes_from_the_dataset_whatever_is_sampled(tmp_path, byo_
         assert source["records"] == 12 and source["references"] == 12 and source["from"].startswith("dataset")
 
 
+def test_bertscore_idf_weights_are_counted_without_a_process_pool(monkeypatch):
+    """bert-score counts idf documents in a multiprocessing Pool by default; in the metric process (started by
+    spawn) that Pool spawns four interpreters that each import transformers. evalkit counts them in process:
+    the same weights as bert-score's own counting, no Pool started."""
+    import bert_score.utils
+
+    from evalkit.scoring.bertscore import BertScore
+
+    references = ["The cat sat on the mat.", "Markets rallied on Tuesday as the cat slept.", "The the the."]
+    expected = bert_score.utils.get_idf_dict(references, BertScore()._scorer._tokenizer, nthreads=0)
+
+    def no_pool(*args, **kwargs):
+        raise AssertionError("a process pool was started")
+
+    monkeypatch.setattr(bert_score.utils, "Pool", no_pool)
+    metric = BertScore(idf=True)
+    metric._scorer.compute_idf(references)
+    assert dict(metric._scorer._idf_dict) == dict(expected) and len(expected) > 5
+
+
 def test_new_weights_at_the_same_path_are_generated_again_and_said_so(tmp_path, news_records):
     """The run store keys on what ran: another checkpoint saved to the same directory is another model."""
     model = build_tiny_causal_lm(tmp_path / "ckpt", seed=1)
