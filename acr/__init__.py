@@ -3,12 +3,14 @@
 A string y is memorized when some prompt x shorter than y makes the model emit exactly y under greedy
 decoding; ACR(M, y) = |y| / |x*| in tokens for the shortest such x*, and y is memorized when ACR > 1.
 
-    from acr import ACRConfig, compute_acr, compute_acr_many, results_frame, summarize_results, plot_acr
+    from acr import ACRConfig, ACRSearch, compute_acr, compute_acr_many, results_frame, summarize_results, plot_acr
 
     config = ACRConfig(steps_per_length=200, search_width=128, topk=256, seed=0)
     result = compute_acr(model, tokenizer, "To be, or not to be, that is the question.", config)
     result.acr, result.memorized, result.prompt_text   # prompt verified by model.generate
     results = compute_acr_many(model, tokenizer, targets, config, on_result=lambda r: print(r.to_json()))
+    search = ACRSearch(model, tokenizer, config)      # prepared once (screen copy, packed weights) ...
+    search.run(first_batch); search.run(second_batch) # ... for any number of calls
     summarize_results(results)                      # mean found ACR (t CI), portion memorized (Wilson CI)
     results_frame(results); plot_acr(results)        # pandas table, matplotlib figure
 
