@@ -239,13 +239,13 @@ def test_bertscore_idf_weights_are_counted_without_a_process_pool(monkeypatch):
     from evalkit.scoring.bertscore import BertScore
 
     references = ["The cat sat on the mat.", "Markets rallied on Tuesday as the cat slept.", "The the the."]
-    expected = bert_score.utils.get_idf_dict(references, BertScore()._scorer._tokenizer, nthreads=0)
+    metric = BertScore(idf=True)
+    expected = bert_score.utils.get_idf_dict(references, metric._scorer._tokenizer, nthreads=0)
 
     def no_pool(*args, **kwargs):
         raise AssertionError("a process pool was started")
 
     monkeypatch.setattr(bert_score.utils, "Pool", no_pool)
-    metric = BertScore(idf=True)
     metric._scorer.compute_idf(references)
     assert dict(metric._scorer._idf_dict) == dict(expected) and len(expected) > 5
 
