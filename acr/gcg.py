@@ -133,7 +133,7 @@ def allowed_token_mask(tokenizer: Any, vocab_size: int, *, allow_special_tokens:
     return mask
 
 
-def _logits_kwarg(model: Any) -> str | None:
+def logits_kwarg(model: Any) -> str | None:
     """Name of the forward argument that limits logits to the last positions, if the model has one."""
     try:
         params = inspect.signature(model.forward).parameters
@@ -205,7 +205,7 @@ def build_problem(model: Any, prefix_ids: list[int], suffix_ids: list[int], targ
     longest = prefix.shape[1] + suffix.shape[1] + 2 * target.shape[1]
     chunk = batch_size or _auto_chunk_size(model, longest, target.shape[1], search_width)
     return Problem(model=model, prefix_ids=prefix, suffix_ids=suffix, target_ids=target, allowed=allowed,
-                   prefix_cache=_prefix_cache(model, prefix), logits_kwarg=_logits_kwarg(model), chunk_size=chunk,
+                   prefix_cache=_prefix_cache(model, prefix), logits_kwarg=logits_kwarg(model), chunk_size=chunk,
                    screen=screen, keep=keep, packed=packed)
 
 

@@ -28,6 +28,7 @@ from typing import Any
 import torch
 from torch import Tensor
 
+from acr.gcg import logits_kwarg
 from acr.measured import machine_fields, measured_once
 
 SCREEN_KINDS = ("bfloat16", "float16", "int8")  # also the order of preference among about-equally fast ones
@@ -168,7 +169,8 @@ def measure_screens(model: Any, kinds: list[str], *, seq_len: int, target_len: i
     ids = torch.randint(0, vocab, (1, seq_len), generator=generator).repeat(rows, 1)
     ids[torch.arange(rows), torch.arange(rows) % free] = torch.randint(0, vocab, (rows,), generator=generator)
     ids = ids.to(device)
-    keep = _keep_kwarg(model, target_len + 1)
+    name = logits_kwarg(model)
+    keep = {name: target_len + 1} if name else {}
     labels = ids[:, -target_len:]
 
     def timed(call: Any, repeats: int = repeats) -> float:
@@ -231,16 +233,3 @@ def _probe_layer(model: Any, tokens: int) -> tuple[Any, Tensor]:
         linear.weight.copy_(torch.randn(wide, hidden, generator=generator) * 0.02)
     x = torch.randn(max(1, tokens), hidden, generator=generator).to(device)
     return linear, x
-
-
-def _keep_kwarg(model: Any, n: int) -> dict[str, int]:
-    import inspect
-
-    try:
-        params = inspect.signature(model.forward).parameters
-    except (TypeError, ValueError):
-        return {}
-    for name in ("logits_to_keep", "num_logits_to_keep"):
-        if name in params:
-            return {name: n}
-    return {}
