@@ -235,6 +235,28 @@ def test_target_stats_equal_the_plain_definitions_ties_included(dtype):
     assert torch.equal(margins, (picked - best_other).min(dim=1).values)
 
 
+def test_chunks_are_sized_by_the_target_logits_once_and_the_grouped_query_kv():
+    """SmolLM2-135M's shape (built on the meta device: no weights): 64 candidates of the longest sequence a
+    29-token target's search reaches (prefix, 29 prompt and 29 target tokens) are scored in one forward within
+    the 1 GiB budget. The estimate before this (three times the logits, K/V as wide as the hidden size) split
+    them 38 + 26, which scored 1.22x slower. Longer sequences still get smaller chunks, and K/V as wide as
+    the hidden size (no grouped-query attention) weigh more."""
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    def model(kv_heads: int):
+        config = LlamaConfig(hidden_size=576, intermediate_size=1536, num_attention_heads=9,
+                             num_key_value_heads=kv_heads, num_hidden_layers=30, vocab_size=49152,
+                             tie_word_embeddings=True)
+        with torch.device("meta"):
+            return LlamaForCausalLM(config)
+
+    smollm2 = model(3)
+    assert acr_gcg._auto_chunk_size(smollm2, 59, 29, 64) == 64
+    long_target = acr_gcg._auto_chunk_size(smollm2, 1 + 2 * 400, 400, 64)
+    assert 1 <= long_target < 64
+    assert acr_gcg._auto_chunk_size(model(9), 1 + 2 * 400, 400, 64) < long_target
+
+
 def _caesar_candidates(tokenizer, n_random: int, seed: int = 0):
     title = tokenizer("caesar :", add_special_tokens=False)["input_ids"]
     generator = torch.Generator().manual_seed(seed)
