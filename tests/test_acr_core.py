@@ -230,6 +230,7 @@ def test_target_stats_equal_the_plain_definitions_ties_included(dtype):
     picked = full.gather(-1, labels.unsqueeze(-1)).squeeze(-1)
     best_other = torch.where(top2.indices[..., 0] == labels, top2.values[..., 1], top2.values[..., 0])
     assert torch.allclose(sums, expected_sums, atol=1e-3)
+    assert torch.equal(sums, (torch.logsumexp(full, dim=-1) - picked).sum(dim=1))  # bit for bit, bfloat16 too
     assert matches.tolist() == (full.argmax(dim=-1) == labels).all(dim=1).tolist()
     assert matches[:10].all() and not matches[10:15].any() and matches[15:20].all() and not matches[20:].any()
     assert torch.equal(margins, (picked - best_other).min(dim=1).values)
