@@ -8,6 +8,7 @@ grow by 5 until a prompt works, then shrink one token at a time.
 
 from __future__ import annotations
 
+import math
 from dataclasses import asdict, dataclass
 
 from evalkit.errors import UsageError
@@ -36,6 +37,9 @@ class ACRConfig:
     screen_dtype: str = "auto"  # auto (the fastest measured here) | bfloat16 | float16 | int8 | none
     screen_margin: float = 0.5  # logits, widened to 1.5x the largest error seen (see acr.gcg.Screen)
     screen_rerank: int = 4  # best-screened candidates the model re-scores each step; GCG moves by those exact losses
+    # ... those of them whose screened loss is less than this far above the current prompt's (nats, widened to 1.5x
+    # the screen's largest overestimate seen); a large number (1e9): always all screen_rerank of them
+    screen_rerank_slack: float = 0.1
     # The kernel of the model's own linear layers while it scores candidates (acr.kernels): torch's, or oneDNN's
     # with the weights packed once (float32 too: the same products summed in another order).
     linear_kernel: str = "auto"  # auto (packed where measured faster on this machine, cached) | torch | onednn
@@ -72,6 +76,9 @@ class ACRConfig:
             raise UsageError(f"ACRConfig.linear_kernel must be auto, torch or onednn, got {self.linear_kernel!r}")
         if not isinstance(self.screen_margin, (int, float)) or self.screen_margin < 0:
             raise UsageError(f"ACRConfig.screen_margin must be a number >= 0, got {self.screen_margin!r}")
+        slack = self.screen_rerank_slack
+        if isinstance(slack, bool) or not isinstance(slack, (int, float)) or not 0 <= slack < math.inf:
+            raise UsageError(f"ACRConfig.screen_rerank_slack must be a finite number >= 0, got {slack!r}")
         if not isinstance(self.threshold, (int, float)) or not self.threshold >= 1.0:
             raise UsageError(f"ACRConfig.threshold must be >= 1, got {self.threshold!r}: at tau below 1 a prompt "
                              "longer than the string would count as memorizing it")

@@ -19,8 +19,9 @@ by :func:`build_problem`.
 Screening precision. A float32 model can be searched with a cheaper copy of itself (a :class:`Screen`: 16-bit
 or int8, the fastest measured on this machine, see :mod:`acr.screens`): the copy scores every candidate, and
 the model itself does everything that steers or ends the search. It computes
-the gradient; it re-scores the ``Screen.rerank`` candidates the copy ranks best, and GCG moves only to
-one of those, by its exact loss; and it re-scores every candidate whose screened margin (target logit
+the gradient; it re-scores the ``Screen.rerank`` candidates the copy ranks best (those of them whose screened
+loss could, within the copy's errors seen, be below the current prompt's), and GCG moves only to one of
+those, by its exact loss; and it re-scores every candidate whose screened margin (target logit
 minus the best other logit, at the worst target position) is within ``Screen.reach`` of a match, and
 only that exact check -- then real generation -- can end a length. On SmolLM2 (one target at 5 prompt
 tokens, eight seeds) this took exactly the float32 search's steps and losses at about half its time
@@ -48,18 +49,25 @@ class Screen:
     """A lower-precision copy of the model that scores candidates first.
 
     ``prefix_cache`` is the copy's own cache of the prefix. The ``rerank`` candidates with the lowest
-    screened loss, and every candidate whose screened margin is above ``-reach``, are re-scored by the
-    model itself. Measured on SmolLM2 (bfloat16 screen, three targets, two seeds, every candidate within
-    4 logits re-scored: 10,090), all 20 exact matches had a screened margin of -0.25 or more, and near a
-    match (screened margin above -1) bfloat16 moved margins by at most 0.57 logits; hence the default
-    of 0.5, widened as errors are seen.
+    screened loss (those of them less than ``rerank_reach`` above the current prompt's loss), and every
+    candidate whose screened margin is above ``-reach``, are re-scored by the model itself.
+
+    Measured on SmolLM2 (bfloat16 screen, three targets, two seeds, every candidate within 4 logits
+    re-scored: 10,090), all 20 exact matches had a screened margin of -0.25 or more, and near a match
+    (screened margin above -1) bfloat16 moved margins by at most 0.57 logits; hence the default margin of
+    0.5, widened as errors are seen. With the best four always re-scored, the copy overestimated a re-scored
+    loss by at most 0.14 nats (the benchmark's quote, seeds 1 and 2; 0.009 on its counting target, seed 1).
+    With a ``rerank_slack`` of 0.1, widened the same way, the benchmark's six searches (both targets, seeds
+    0-2) took the same steps to the same losses and prompts with 508 re-scored candidates instead of 818.
     """
 
     model: Any
     prefix_cache: tuple | None
     margin: float
     rerank: int = 4
+    rerank_slack: float = 0.1
     largest_error: float = 0.0  # largest |model margin - screened margin| seen on re-checked candidates
+    largest_overestimate: float = 0.0  # largest screened loss - model loss seen on re-checked candidates
 
     @property
     def reach(self) -> float:
@@ -68,6 +76,14 @@ class Screen:
         whose 16-bit copy is less faithful than expected is re-checked more widely rather than having
         matches missed."""
         return max(self.margin, 1.5 * self.largest_error)
+
+    @property
+    def rerank_reach(self) -> float:
+        """How far above the current prompt's loss a best-ranked candidate's screened loss may be and still be
+        re-scored to choose GCG's move: ``rerank_slack``, widened to 1.5 times the most the screen has
+        overestimated a re-scored loss on this target. A candidate further above cannot, within the errors
+        seen, be lower than the current prompt, and GCG never moves to a higher loss."""
+        return max(self.rerank_slack, 1.5 * self.largest_overestimate)
 
 
 @dataclass
@@ -190,12 +206,14 @@ def _prefix_cache(model: Any, prefix: Tensor) -> tuple | None:
 def build_problem(model: Any, prefix_ids: list[int], suffix_ids: list[int], target_ids: list[int],
                   allowed: Tensor, *, search_width: int, batch_size: int | None = None,
                   screen_model: Any = None, screen_margin: float = 0.5, screen_rerank: int = 4,
+                  screen_rerank_slack: float = 0.1,
                   keep: Callable[[Tensor], Tensor] | None = None, packed: Any = None) -> Problem:
     """Put the fixed ids on the model's device and compute the prefix KV caches once per target.
 
     ``screen_model`` (from :func:`screen_copy`) scores candidates first; ``screen_margin`` is how close to
     a match, in logits, a screened candidate must come to be checked by the model itself, and
-    ``screen_rerank`` how many of the best-ranked ones the model re-scores to choose GCG's next prompt.
+    ``screen_rerank`` how many of the best-ranked ones the model re-scores to choose GCG's next prompt (only
+    those screened less than ``screen_rerank_slack`` above the current prompt's loss, see :class:`Screen`).
     ``keep(prompts) -> bool mask`` filters candidate prompts before they are scored (nanoGCG's ``filter_ids``).
     ``packed`` (:func:`acr.kernels.pack_linears`) are the model's linear layers packed for oneDNN, used while
     the model scores candidates.
@@ -209,7 +227,7 @@ def build_problem(model: Any, prefix_ids: list[int], suffix_ids: list[int], targ
     screen = None
     if screen_model is not None:
         screen = Screen(model=screen_model, prefix_cache=_prefix_cache(screen_model, prefix), margin=screen_margin,
-                        rerank=screen_rerank)
+                        rerank=screen_rerank, rerank_slack=screen_rerank_slack)
     # Longest sequence a chunk will see: prefix + a prompt as long as the target + suffix + target.
     longest = prefix.shape[1] + suffix.shape[1] + 2 * target.shape[1]
     chunk = batch_size or _auto_chunk_size(model, longest, target.shape[1], search_width)
@@ -539,9 +557,10 @@ def score_candidates(problem: Problem, candidates: Tensor,
     target token that shows it; their loss is ``inf`` (see :func:`_teacher_forced`).
 
     ``exact[i]`` says that ``losses[i]`` is the model's own. Without a screen all finite ones are. With one,
-    every loss is first the screen's; the ``screen.rerank`` lowest and every candidate the screen puts within
-    ``screen.reach`` of a match are scored again by the model, and those get its loss and its match flag
-    (the only flags that can be true).
+    every loss is first the screen's; the ``screen.rerank`` lowest (those of them less than
+    ``screen.rerank_reach`` above ``below``: a higher one cannot become GCG's next prompt) and every candidate
+    the screen puts within ``screen.reach`` of a match are scored again by the model, and those get its loss
+    and its match flag (the only flags that can be true). When none qualifies the model scores nothing.
     """
     screen = problem.screen
     if screen is None:
@@ -553,8 +572,11 @@ def score_candidates(problem: Problem, candidates: Tensor,
                                          keep=screen.rerank, reach=screen.reach)
     problem.forward_passes += candidates.shape[0]
     exact = margins > -screen.reach
-    exact[losses.topk(min(screen.rerank, losses.shape[0]), largest=False).indices] = True
+    ranked = losses.topk(min(screen.rerank, losses.shape[0]), largest=False).indices
+    exact[ranked[losses[ranked] < below + screen.rerank_reach]] = True
     chosen = exact.nonzero().flatten()
+    if chosen.numel() == 0:  # nothing near a match, nothing that could be lower than the current prompt
+        return losses, torch.zeros(candidates.shape[0], dtype=torch.bool), exact
     exact_losses, exact_matches, exact_margins = _teacher_forced(problem, problem.model, problem.prefix_cache,
                                                                  candidates[chosen])
     problem.exact_rechecks += chosen.numel()
@@ -562,6 +584,10 @@ def score_candidates(problem: Problem, candidates: Tensor,
     if near.any():
         errors = (exact_margins[near] - margins[chosen][near]).abs()
         screen.largest_error = max(screen.largest_error, float(errors.max()))
+    both = torch.isfinite(losses[chosen])  # a near-match the screen stopped scoring has no screened loss
+    if both.any():
+        over = losses[chosen][both] - exact_losses[both]
+        screen.largest_overestimate = max(screen.largest_overestimate, float(over.max()))
     matches = torch.zeros(candidates.shape[0], dtype=torch.bool)
     matches[chosen] = exact_matches
     losses = losses.clone()
@@ -597,9 +623,12 @@ def _first_verified(problem: Problem, candidates: Tensor, losses: Tensor, matche
     return None, rejected
 
 
-def _best_exact(losses: Tensor, exact: Tensor) -> int:
-    """Index of the lowest loss among those the model itself computed (GCG only moves by exact losses)."""
-    return int(losses.masked_fill(~exact, float("inf")).argmin())
+def _best_exact(losses: Tensor, exact: Tensor) -> tuple[int, float]:
+    """Index and value of the lowest loss among those the model itself computed (GCG only moves by exact
+    losses); ``inf`` when it computed none."""
+    masked = losses.masked_fill(~exact, float("inf"))
+    best = int(masked.argmin())
+    return best, float(masked[best])
 
 
 def optimize_length(problem: Problem, init_ids: Tensor, *, steps: int, search_width: int, topk: int,
@@ -627,8 +656,8 @@ def optimize_length(problem: Problem, init_ids: Tensor, *, steps: int, search_wi
         hit, false_matches = _first_verified(problem, starts, losses, matches, verify)
         if hit is not None:
             return LengthOutcome(starts[hit].clone(), float(losses[hit]), True, 0, false_matches)
-    best = _best_exact(losses, exact)
-    current, best_loss = starts[best].clone(), float(losses[best])
+    best, best_loss = _best_exact(losses, exact)
+    current = starts[best].clone()
     grad = None
     done = 0
     while done < steps:
@@ -653,7 +682,7 @@ def optimize_length(problem: Problem, init_ids: Tensor, *, steps: int, search_wi
             false_matches += rejected
             if hit is not None:
                 return LengthOutcome(candidates[hit].clone(), float(losses[hit]), True, done, false_matches)
-        best = _best_exact(losses, exact)
-        if float(losses[best]) < best_loss:
-            best_loss, current, grad = float(losses[best]), candidates[best].clone(), None
+        best, loss = _best_exact(losses, exact)
+        if loss < best_loss:
+            best_loss, current, grad = loss, candidates[best].clone(), None
     return LengthOutcome(current, best_loss, False, done, false_matches)

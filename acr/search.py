@@ -352,7 +352,7 @@ def _run_target(prep: _Prepared, target: str, target_ids: list[int],
     problem = build_problem(model, prep.before, prep.after, emitted, prep.allowed,
                             search_width=config.search_width, batch_size=config.batch_size,
                             screen_model=prep.screen_model(), screen_margin=config.screen_margin,
-                            screen_rerank=config.screen_rerank,
+                            screen_rerank=config.screen_rerank, screen_rerank_slack=config.screen_rerank_slack,
                             keep=prep.retokenize_filter if config.require_retokenize else None,
                             packed=prep.packed_linears())
 

@@ -303,6 +303,53 @@ def test_screened_scoring_keeps_the_exact_match_decision(tiny, kind):
     assert not (strict_matches & ~exact_matches).any() and screen_only.exact_rechecks <= screened.exact_rechecks
 
 
+def test_best_ranked_are_rechecked_only_when_they_could_beat_the_current_prompt(tiny):
+    """The screen's best-ranked candidates are re-scored (to choose GCG's move) only when their screened loss is
+    within ``rerank_reach`` above the current prompt's: never a move lost within the screen's errors seen, and
+    near-matches are re-checked whatever their loss, so no match is ever missed."""
+    model, tokenizer = tiny
+    target = tokenizer(QUOTES["caesar"], add_special_tokens=False)["input_ids"]
+    allowed = allowed_token_mask(tokenizer, model.get_input_embeddings().weight.shape[0])
+    candidates = _caesar_candidates(tokenizer, 40)
+    far = candidates[9:]  # random prompts: none within the default margin of a match
+    problem = build_problem(model, [tokenizer.bos_token_id], [], target, allowed, search_width=64,
+                            screen_model=screen_copy(model, "bfloat16"), screen_rerank=3, screen_rerank_slack=0.1)
+    screen = problem.screen
+    # The screen's own scores, as score_candidates computes them (the best three to the end).
+    screened, _, margins = acr_gcg._teacher_forced(problem, screen.model, screen.prefix_cache, far, keep=3,
+                                                   reach=screen.reach)
+    exact_losses = acr_gcg._teacher_forced(problem, model, problem.prefix_cache, far)[0]
+    best3 = screened.topk(3, largest=False).indices
+    assert (margins <= -screen.reach).all()
+    # Current prompt far below them all: nothing could be a move, so the model scores nothing.
+    losses, matches, exact = score_candidates(problem, far, below=float(screened.min()) - 1.0)
+    assert problem.exact_rechecks == 0 and not exact.any() and not matches.any()
+    assert acr_gcg._best_exact(losses, exact)[1] == float("inf")  # GCG does not move on screened losses
+    # Current prompt just above the second best: the best two are re-scored, the third is not.
+    ordered = screened[best3].sort().values
+    assert ordered[1] < ordered[2]
+    losses, _, exact = score_candidates(problem, far, below=float(ordered[1] + ordered[2]) / 2 - screen.rerank_reach)
+    assert exact.nonzero().flatten().tolist() == sorted(best3[screened[best3].argsort()][:2].tolist())
+    assert torch.allclose(losses[exact], exact_losses[exact], atol=1e-5)
+    # With no current prompt (a length's starts), the best three always are; the screen's overestimate widens
+    # the reach, as its margin errors widen the near-match reach.
+    rechecked = problem.exact_rechecks
+    _, _, exact = score_candidates(problem, far)
+    assert sorted(exact.nonzero().flatten().tolist()) == sorted(best3.tolist())
+    assert problem.exact_rechecks == rechecked + 3
+    over = float((screened[best3] - exact_losses[best3]).max())
+    assert screen.largest_overestimate >= over
+    assert screen.rerank_reach == max(0.1, 1.5 * screen.largest_overestimate)
+    # A match is never lost for lack of a loss low enough: near-matches are re-checked whatever the loss.
+    losses, matches, exact = score_candidates(problem, candidates, below=-1.0)
+    plain = build_problem(model, [tokenizer.bos_token_id], [], target, allowed, search_width=64)
+    assert matches.tolist() == score_candidates(plain, candidates)[1].tolist() and matches[0]
+    with pytest.raises(UsageError, match="screen_rerank_slack"):
+        ACRConfig(screen_rerank_slack=float("inf"))
+    with pytest.raises(UsageError, match="screen_rerank_slack"):
+        ACRConfig(screen_rerank_slack=-0.1)
+
+
 def test_sample_candidates_skips_prompts_already_scored_and_keeps_the_width():
     generator = torch.Generator().manual_seed(0)
     prompt, allowed = torch.tensor([5, 6, 7, 8]), torch.ones(50, dtype=torch.bool)
