@@ -409,10 +409,13 @@ def _margins(logits: Tensor, labels: Tensor, picked: Tensor) -> Tensor:
 
 
 def _forward(problem: Problem, model: Any, past: tuple | None, n_logits: int, *, ids: Tensor | None = None,
-             embeds: Tensor | None = None, keep_cache: bool = False) -> tuple[Tensor, tuple | None]:
+             embeds: Tensor | None = None, keep_cache: bool = False,
+             shared: tuple[Tensor, Tensor] | None = None) -> tuple[Tensor, tuple | None]:
     """One forward of ``model`` over ``ids`` (or their embeddings ``embeds``) after ``past`` (legacy K/V of that
     model, batch 1 or the batch's): the logits at the last ``n_logits`` positions (where the model supports it,
-    the LM head runs only over those), and with ``keep_cache`` the K/V of everything seen so far."""
+    the LM head runs only over those), and with ``keep_cache`` the K/V of everything seen so far. ``shared``
+    (``(prompt, first)``, for a model that ``shares_start``): row ``i`` of ``ids`` starts as ``prompt`` up to
+    position ``first[i]``, which the model then need not recompute."""
     inputs = {"input_ids": ids} if embeds is None else {"inputs_embeds": embeds}
     batch = next(iter(inputs.values())).shape[0]
     kwargs: dict[str, Any] = {"use_cache": keep_cache or past is not None}
@@ -420,6 +423,8 @@ def _forward(problem: Problem, model: Any, past: tuple | None, n_logits: int, *,
         kwargs["past_key_values"] = _cache_for(model, past, batch)
     if problem.logits_kwarg is not None:
         kwargs[problem.logits_kwarg] = n_logits
+    if shared is not None:
+        kwargs["shared_start"] = shared
     out = model(**inputs, **kwargs)
     return out.logits[:, -n_logits:, :], (_legacy(out.past_key_values) if keep_cache else None)
 
@@ -445,11 +450,22 @@ class _Chunk:
         self.scored[rows] += tokens
 
 
+def _shared_start(model: Any, chunk: Tensor, base: Tensor | None) -> tuple[Tensor, Tensor] | None:
+    """``(base, first)`` for a model that can start each candidate where it first differs from the prompt it was
+    drawn from (:class:`acr.llama_screen.SharedStartLlama`); None for any other model or without a base."""
+    if base is None or not getattr(model, "shares_start", False) or chunk.shape[1] != base.shape[0]:
+        return None
+    differs = chunk.cpu() != base.cpu()
+    first = torch.where(differs.any(dim=1), differs.int().argmax(dim=1), chunk.shape[1])
+    return base, first
+
+
 def _score_chunk(problem: Problem, model: Any, cache: tuple | None, chunk: Tensor, *, keep: int | None,
-                 bar: list[float], below: float, reach: float | None) -> _Chunk:
+                 bar: list[float], below: float, reach: float | None, base: Tensor | None = None) -> _Chunk:
     """Score one chunk stage by stage (see :data:`STAGE_FRACTIONS`), every candidate to the end when ``keep``
     is None. Otherwise the ``keep`` lowest complete loss sums seen so far (``bar``, updated in place) and
-    ``below`` set the bar a candidate's partial sum must stay under to go on."""
+    ``below`` set the bar a candidate's partial sum must stay under to go on. ``base``: the prompt the chunk's
+    candidates were drawn from (see :func:`_shared_start`)."""
     target = problem.target_ids
     n_target, n = target.shape[1], chunk.shape[0]
     ends = _stage_ends(n_target) if keep is not None else [n_target]
@@ -460,7 +476,7 @@ def _score_chunk(problem: Problem, model: Any, cache: tuple | None, chunk: Tenso
                      .expand(n, -1)], dim=1)
     offset = ids.shape[1] - (n_target - 1)  # inputs before the first target token
     logits, past = _forward(problem, model, cache, ends[0], ids=ids[:, :offset + ends[0] - 1],
-                            keep_cache=len(ends) > 1)
+                            keep_cache=len(ends) > 1, shared=_shared_start(model, chunk, base))
     state.add(torch.arange(n), _target_stats(logits, target[0, :ends[0]]), ends[0])
     del logits
     if len(ends) == 1:
@@ -497,8 +513,8 @@ def _score_chunk(problem: Problem, model: Any, cache: tuple | None, chunk: Tenso
 
 
 def _teacher_forced(problem: Problem, model: Any, cache: tuple | None, candidates: Tensor, *,
-                    keep: int | None = None, below: float = float("inf"),
-                    reach: float | None = None) -> tuple[Tensor, Tensor, Tensor]:
+                    keep: int | None = None, below: float = float("inf"), reach: float | None = None,
+                    base: Tensor | None = None) -> tuple[Tensor, Tensor, Tensor]:
     """``model``'s loss, exact-match flag and margin for every candidate, in memory-sized chunks (on CPU).
 
     The margin is the target logit minus the best other logit at the target's worst position: positive
@@ -510,6 +526,9 @@ def _teacher_forced(problem: Problem, model: Any, cache: tuple | None, candidate
     The rest stop after the first stage that rules them out (:data:`STAGE_FRACTIONS`) and get an infinite
     loss and their margin so far (an upper bound, already at most ``-reach``). The scores that are
     computed are the same either way: each stage continues from the K/V of the one before.
+
+    ``base``: the prompt the candidates were drawn from; a model that ``shares_start`` then computes each
+    candidate only from where it first differs from it.
     """
     n = candidates.shape[0]
     losses, matches, margins = torch.empty(n), torch.zeros(n, dtype=torch.bool), torch.empty(n)
@@ -524,7 +543,7 @@ def _teacher_forced(problem: Problem, model: Any, cache: tuple | None, candidate
             chunk_bar = list(bar)  # kept only if the chunk finishes (an out-of-memory retry starts it again)
             try:
                 state = _score_chunk(problem, model, cache, candidates[start:stop], keep=keep, bar=chunk_bar,
-                                     below=below, reach=reach)
+                                     below=below, reach=reach, base=base)
             except RuntimeError as error:
                 if not _is_oom(error) or problem.chunk_size == 1:
                     raise
@@ -542,8 +561,8 @@ def _teacher_forced(problem: Problem, model: Any, cache: tuple | None, candidate
     return losses, matches, margins
 
 
-def score_candidates(problem: Problem, candidates: Tensor,
-                     below: float = float("inf")) -> tuple[Tensor, Tensor, Tensor]:
+def score_candidates(problem: Problem, candidates: Tensor, below: float = float("inf"),
+                     base: Tensor | None = None) -> tuple[Tensor, Tensor, Tensor]:
     """Teacher-forced loss and exact-match flag of every candidate that can matter: ``(losses, matches, exact)``
     on CPU.
 
@@ -561,15 +580,18 @@ def score_candidates(problem: Problem, candidates: Tensor,
     ``screen.rerank_reach`` above ``below``: a higher one cannot become GCG's next prompt) and every candidate
     the screen puts within ``screen.reach`` of a match are scored again by the model, and those get its loss
     and its match flag (the only flags that can be true). When none qualifies the model scores nothing.
+
+    ``base`` is the prompt the candidates were drawn from (GCG's current one): a screen that can
+    (:class:`acr.llama_screen.SharedStartLlama`) takes the K/V of the tokens a candidate shares with it from it.
     """
     screen = problem.screen
     if screen is None:
         losses, matches, _ = _teacher_forced(problem, problem.model, problem.prefix_cache, candidates, keep=1,
-                                             below=below)
+                                             below=below, base=base)
         problem.forward_passes += candidates.shape[0]
         return losses, matches, torch.isfinite(losses)
     losses, _, margins = _teacher_forced(problem, screen.model, screen.prefix_cache, candidates,
-                                         keep=screen.rerank, reach=screen.reach)
+                                         keep=screen.rerank, reach=screen.reach, base=base)
     problem.forward_passes += candidates.shape[0]
     exact = margins > -screen.reach
     ranked = losses.topk(min(screen.rerank, losses.shape[0]), largest=False).indices
@@ -675,7 +697,7 @@ def optimize_length(problem: Problem, init_ids: Tensor, *, steps: int, search_wi
                 break
         if candidates.shape[0] == 0:  # every reachable prompt has been scored: nothing left to try
             break
-        losses, matches, exact = score_candidates(problem, candidates, below=best_loss)
+        losses, matches, exact = score_candidates(problem, candidates, below=best_loss, base=current)
         scored.update(tuple(row) for row in candidates.tolist())
         if matches.any():
             hit, rejected = _first_verified(problem, candidates, losses, matches, verify)

@@ -57,6 +57,7 @@ class ACRResult:
     threshold: float = 1.0
     false_matches: int = 0  # teacher-forced matches that real generation did not confirm (numerics); rejected
     screen_dtype: str | None = None  # the screen that scored candidates first: bfloat16, float16, int8 (None: none)
+    screen_forward: str | None = None  # its forward: "llama-shared-start" or "transformers" (see acr.screens)
     screen_speeds: dict[str, float] | None = None  # "auto": measured candidates/s of the model ("none") and each screen
     screen_fidelity: dict[str, float] | None = None  # "auto": Spearman of each screen's losses with the model's
     linear_kernels: dict[str, Any] | None = None  # {"packed": weight shapes packed for oneDNN, "gflops": measured}

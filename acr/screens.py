@@ -28,6 +28,7 @@ from typing import Any
 import torch
 from torch import Tensor
 
+from acr import llama_screen
 from acr.gcg import logits_kwarg
 from acr.measured import machine_fields, measured_once
 
@@ -57,8 +58,20 @@ def _quantized_engines() -> list[str]:
     return ["int8"] if engines else []
 
 
+def screen_forward(model: Any, kind: str | None) -> str | None:
+    """Which forward the screen ``kind`` of ``model`` runs: ``"llama-shared-start"``
+    (:class:`acr.llama_screen.SharedStartLlama`, 16-bit screens of Llama models), ``"transformers"`` (a copy of
+    the model itself), or None without a screen. Recorded with results and in the resume fingerprint."""
+    if kind is None:
+        return None
+    if kind in ("bfloat16", "float16") and llama_screen.unsupported(model) is None:
+        return llama_screen.FORWARD_NAME
+    return "transformers"
+
+
 def screen_copy(model: Any, kind: str) -> Any:
-    """A copy of ``model`` as the screen ``kind``, on the same device, in eval mode (made once per model).
+    """A copy of ``model`` as the screen ``kind``, on the same device, in eval mode (made once per model):
+    for a 16-bit screen of a Llama model, :class:`acr.llama_screen.SharedStartLlama` (see :func:`screen_forward`).
 
     16-bit copies keep ``requires_grad`` on their parameters: on CPU, bfloat16 linear layers over frozen
     parameters were measured 8x slower (torch 2.13, AVX512-BF16). Gradients are never taken through a screen.
@@ -66,6 +79,8 @@ def screen_copy(model: Any, kind: str) -> Any:
     if kind not in SCREEN_KINDS:
         raise ValueError(f"screen must be one of {', '.join(SCREEN_KINDS)}; got {kind!r}")
     with torch.inference_mode(False):  # a caller's inference mode would make the copy unusable
+        if screen_forward(model, kind) == llama_screen.FORWARD_NAME:
+            return llama_screen.SharedStartLlama(model, getattr(torch, kind)).eval()
         if kind == "int8":
             if next(model.parameters()).device.type != "cpu":
                 raise ValueError("the int8 screen runs on CPU only")
@@ -117,8 +132,8 @@ def choose_screen(model: Any, *, seq_len: int, target_len: int, rows: int,
         return None, {"chosen": None, "candidates_per_second": {}, "reason": "the model is not float32",
                       "cached": False}
     key_fields = {**machine_fields(), "model": _model_signature(model), "shape": [rows, seq_len, target_len],
-                  "kinds": kinds, "rule": {"min_speedup": MIN_SPEEDUP, "near_tie": NEAR_TIE,
-                                           "min_fidelity": MIN_FIDELITY}}
+                  "kinds": kinds, "forwards": {kind: screen_forward(model, kind) for kind in kinds},
+                  "rule": {"min_speedup": MIN_SPEEDUP, "near_tie": NEAR_TIE, "min_fidelity": MIN_FIDELITY}}
 
     def measure() -> dict[str, Any]:
         speeds, fidelity = measure_screens(model, kinds, seq_len=seq_len, target_len=target_len, rows=rows)

@@ -33,7 +33,7 @@ from acr.gcg import (
 )
 from acr.kernels import linear_kernels_for, pack_linears
 from acr.results import ACRResult, deflate_bytes, search_budget
-from acr.screens import screen_copy, screen_for
+from acr.screens import screen_copy, screen_for, screen_forward
 from acr.verify import verify_generation
 from evalkit.errors import UsageError
 from evalkit.lm import context_limit
@@ -384,7 +384,7 @@ def _run_target(prep: _Prepared, target: str, target_ids: list[int],
         bracket={"longest_failed": found.longest_failed, "shortest_success": found.shortest_success},
         steps=found.steps, forward_passes=problem.forward_passes, exact_rechecks=problem.exact_rechecks,
         pruned=problem.pruned,
-        screen_dtype=prep.screen_dtype,
+        screen_dtype=prep.screen_dtype, screen_forward=screen_forward(prep.model, prep.screen_dtype),
         screen_speeds=(prep.screen_measurement or {}).get("candidates_per_second"),
         screen_fidelity=(prep.screen_measurement or {}).get("fidelity"),
         linear_kernels={"packed": list(prep.linear_kernels),

@@ -264,6 +264,7 @@ def main(argv: list[str] | None = None) -> int:
     from acr import ACRConfig
     from acr.gcg import allowed_token_mask
     from acr.measured import cpu_features
+    from acr.screens import screen_forward
     from acr.search import _prepare
     from acr.targets import load_targets
     from evalkit.runners.base import RunnerOptions, create_runner
@@ -306,7 +307,9 @@ def main(argv: list[str] | None = None) -> int:
             prep.packed_linears()
         chosen = prepared["evalkit"]
         measured = chosen.screen_measurement or {}
-        print(f"seed {seed}: evalkit's screen: {chosen.screen_dtype or 'none (the model itself)'}; measured "
+        forward = screen_forward(model, chosen.screen_dtype)
+        print(f"seed {seed}: evalkit's screen: {chosen.screen_dtype or 'none (the model itself)'}"
+              f"{f' ({forward} forward)' if forward else ''}; measured "
               f"candidates/s {measured.get('candidates_per_second')}, fidelity {measured.get('fidelity')}"
               f"{' (cached choice)' if measured.get('cached') else ''}", flush=True)
         kernels = chosen.linear_measurement or {}
@@ -314,7 +317,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"        linear layers packed for oneDNN: {', '.join(chosen.linear_kernels) or 'none'}; measured "
               f"GFLOP/s torch/oneDNN per weight shape {rates_text or kernels.get('reason')}"
               f"{' (cached choice)' if kernels.get('cached') else ''}", flush=True)
-        screens.append({"seed": seed, "screen": chosen.screen_dtype, "measurement": measured,
+        screens.append({"seed": seed, "screen": chosen.screen_dtype, "forward": forward, "measurement": measured,
                         "linear_kernels": chosen.linear_kernels, "linear_measurement": kernels})
         for target in targets:
             rows.append(_compare_target(target, seed, sides, prepared, model, tokenizer, allowed, not_allowed,

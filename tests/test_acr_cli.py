@@ -113,7 +113,10 @@ def test_run_writes_results_summary_and_escaped_report(models, first_run):
     found = [r["acr"] for r in rows if r["success"]]
     assert summary["found"] == len(found) and summary["mean_acr"] == pytest.approx(sum(found) / len(found))
     packed = rows[0]["linear_kernels"]["packed"]  # measured on this machine: packed for oneDNN where faster
+    forward = rows[0]["screen_forward"]
+    assert forward == ("llama-shared-start" if rows[0]["screen_dtype"] == "bfloat16" else None)
     assert summary["resolved"] == {"dtype": "float32", "device": "cpu", "screen_dtype": rows[0]["screen_dtype"],
+                                   **({"screen_forward": forward} if forward else {}),
                                    **({"linear_kernels": packed} if packed else {})}
     kernels = summary["linear_kernel_measurement"]
     assert packed == kernels["chosen"] and all(r["linear_kernels"]["packed"] == packed for r in rows)

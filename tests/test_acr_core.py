@@ -504,6 +504,7 @@ def test_every_screen_finds_verified_prompts(tiny, screen, monkeypatch):
     assert generated.count(tuple(result.input_ids)) == 1 and len(generated) == len(set(generated))
     assert result.success and result.memorized and result.verified_generation and result.acr > 1
     assert result.screen_dtype == (None if screen == "none" else screen)
+    assert result.screen_forward == {"none": None, "bfloat16": "llama-shared-start", "int8": "transformers"}[screen]
     assert (result.exact_rechecks > 0) == (screen != "none")
     assert _greedy(model, result.input_ids, result.target_tokens) == result.target_ids
 

@@ -203,6 +203,7 @@ class _Searcher:
         """The model id and what really runs: "auto" dtypes, devices, screens and linear kernels resolve
         differently on other machines, and their results must not be mixed on resume. Resolves the screen and
         the kernels (once)."""
+        from acr.screens import screen_forward
         from acr.search import resolve_linear_kernels, resolve_screen
 
         if self.screen is None:
@@ -213,6 +214,9 @@ class _Searcher:
         describe = runner.describe() if callable(getattr(runner, "describe", None)) else {"spec": self.spec}
         resolved = {"dtype": str(runner.model.dtype).removeprefix("torch."), "device": str(runner.device),
                     "screen_dtype": self.screen[0]}
+        forward = screen_forward(runner.model, self.screen[0])
+        if forward not in (None, "transformers"):  # as packing: a run with transformers' forward keeps its fingerprint
+            resolved["screen_forward"] = forward
         if self.linear_kernels[0]:  # only when packed: a run without packing keeps its earlier fingerprint
             resolved["linear_kernels"] = list(self.linear_kernels[0])
         return {"model_id": _model_id(runner, self.spec), "resolved": resolved, "describe": describe,
