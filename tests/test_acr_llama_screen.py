@@ -100,14 +100,15 @@ def test_a_float32_copy_gives_the_model_logits_plain_cached_started_late_and_con
         assert torch.allclose(rest, full[rows, -4:], atol=1e-5)
 
 
-def test_a_bfloat16_copy_is_as_near_the_model_as_transformers_own_bfloat16_copy():
+@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16])
+def test_a_16_bit_copy_is_as_near_the_model_as_transformers_own_16_bit_copy(dtype):
     model = _llama()
     generator = torch.Generator().manual_seed(2)
     ids = torch.randint(3, VOCAB, (8, 12), generator=generator)
     with torch.inference_mode():
         exact = model(input_ids=ids).logits
-        ours = SharedStartLlama(model, torch.bfloat16)(input_ids=ids).logits.float()
-        theirs = copy.deepcopy(model).to(torch.bfloat16)(input_ids=ids).logits.float()
+        ours = SharedStartLlama(model, dtype)(input_ids=ids).logits.float()
+        theirs = copy.deepcopy(model).to(dtype)(input_ids=ids).logits.float()
     ours_error, their_error = (ours - exact).abs().mean(), (theirs - exact).abs().mean()
     assert 0 < ours_error < 2 * their_error
 
