@@ -133,7 +133,7 @@ def test_which_models_get_it_and_which_keep_transformers_forward():
         SharedStartLlama(gpt2, torch.bfloat16)
 
 
-def test_a_gcg_step_scores_the_same_when_candidates_start_late(tiny):
+def test_a_gcg_step_scores_the_same_when_candidates_start_late(tiny, monkeypatch):
     """score_candidates given the prompt the candidates were drawn from: the same losses, margins and matches as
     scoring every candidate from its first token, by a float32 screen (the model's forward) and by the
     bfloat16 one; the model's own re-checks are unchanged."""
@@ -146,14 +146,20 @@ def test_a_gcg_step_scores_the_same_when_candidates_start_late(tiny):
     positions = torch.arange(24) % prompt.shape[0]
     candidates[torch.arange(24), positions] = torch.randint(4, len(tokenizer), (24,), generator=generator)
     candidates = candidates[(candidates != prompt).any(1)]
+    started_late = []
+    forward = SharedStartLlama.forward
+    monkeypatch.setattr(SharedStartLlama, "forward", lambda self, *args, **kwargs: started_late.append(
+        kwargs.get("shared_start") is not None) or forward(self, *args, **kwargs))
     for dtype, tolerance in ((torch.float32, 1e-5), (torch.bfloat16, 2e-2)):
         scores = {}
         for base in (None, prompt):
+            started_late.clear()
             problem = build_problem(model, [tokenizer.bos_token_id], [], target, allowed, search_width=64,
                                     screen_model=SharedStartLlama(model, dtype), screen_rerank=3)
             screen = problem.screen
             screened = acr_gcg._teacher_forced(problem, screen.model, screen.prefix_cache, candidates, base=base)
             scores[base is None] = (screened, score_candidates(problem, candidates, base=base))
+            assert any(started_late) == (base is not None)  # the prefix cache is always computed from the start
         (plain, plain_step), (late, late_step) = scores[True], scores[False]
         assert torch.allclose(plain[0], late[0], atol=tolerance) and torch.allclose(plain[2], late[2], atol=tolerance)
         assert plain_step[1].tolist() == late_step[1].tolist()  # matches: the model's own decision
