@@ -136,7 +136,7 @@ class SharedStartLlama(torch.nn.Module):
         x = F.embedding(input_ids[row_of, position], self.embed)  # (rows, hidden)
         cos, sin = self.rotary(x, torch.arange(past_len, past_len + length, device=device).unsqueeze(0))
         cos, sin = cos[0, position].unsqueeze(1), sin[0, position].unsqueeze(1)  # (rows, 1, dim)
-        group, scale = heads // kv_heads, dim ** -0.5
+        group, scale, half = heads // kv_heads, dim ** -0.5, dim // 2
         causal = torch.ones(length, past_len + length, dtype=torch.bool, device=device).tril(past_len)
         bias = torch.zeros(causal.shape, device=device).masked_fill_(~causal, float("-inf"))
         before = None
@@ -147,7 +147,6 @@ class SharedStartLlama(torch.nn.Module):
         for index, w in enumerate(self.layers):
             qkv = F.linear(self._norm(x, w["input_norm"]), w["qkv"]).view(-1, heads + 2 * kv_heads, dim)
             qk = qkv[:, :heads + kv_heads]
-            half = dim // 2
             qk = qk * cos + torch.cat((-qk[..., half:], qk[..., :half]), dim=-1) * sin
             keys = torch.empty(batch, kv_heads, past_len + length, dim, dtype=x.dtype, device=device)
             values = torch.empty_like(keys)

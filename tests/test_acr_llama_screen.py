@@ -48,10 +48,6 @@ def _candidates(prompt: torch.Tensor, generator: torch.Generator) -> torch.Tenso
     return torch.stack(rows)
 
 
-def _expanded(cache: tuple, batch: int) -> tuple:
-    return tuple((k.expand(batch, -1, -1, -1), v.expand(batch, -1, -1, -1)) for k, v in cache)
-
-
 @pytest.mark.parametrize(("kv_heads", "tie"), [(4, False), (2, True)])
 def test_a_float32_copy_gives_the_model_logits_plain_cached_started_late_and_continued(kv_heads, tie, monkeypatch):
     model = _llama(kv_heads, tie)
@@ -78,20 +74,21 @@ def test_a_float32_copy_gives_the_model_logits_plain_cached_started_late_and_con
         reference_cache = model(input_ids=prefix, use_cache=True).past_key_values
         for (k, v), (rk, rv) in zip(prefix_cache, acr_gcg._legacy(reference_cache), strict=True):
             assert torch.allclose(k, rk, atol=1e-6) and torch.allclose(v, rv, atol=1e-6)
+        expanded = acr_gcg._cache_for(exact_copy, prefix_cache, n)  # legacy K/V views, as acr.gcg hands them
         rows_embedded.clear()
-        cached = exact_copy(input_ids=ids, past_key_values=_expanded(prefix_cache, n), num_logits_to_keep=8).logits
+        cached = exact_copy(input_ids=ids, past_key_values=expanded, num_logits_to_keep=8).logits
         assert torch.allclose(cached, full[:, -8:], atol=1e-5) and rows_embedded == [n * ids.shape[1]]
         # Started late: each candidate from its first swapped position, the prompt's K/V before it.
         differs = candidates != prompt
         first = torch.where(differs.any(1), differs.int().argmax(1), prompt.shape[0])
         rows_embedded.clear()
-        late = exact_copy(input_ids=ids, past_key_values=_expanded(prefix_cache, n), num_logits_to_keep=8,
+        late = exact_copy(input_ids=ids, past_key_values=expanded, num_logits_to_keep=8,
                     shared_start=(prompt, first)).logits
         assert torch.allclose(late, full[:, -8:], atol=1e-5)
         shared = int(first.max())  # the prompt's own row, computed once in the same batch
         assert rows_embedded == [int((ids.shape[1] - first).sum()) + shared] and rows_embedded[0] < n * ids.shape[1]
         # Stage by stage: the first target positions with the cache kept, then the rest for some rows.
-        out = exact_copy(input_ids=ids[:, :9], past_key_values=_expanded(prefix_cache, n), num_logits_to_keep=3,
+        out = exact_copy(input_ids=ids[:, :9], past_key_values=expanded, num_logits_to_keep=3,
                    use_cache=True, shared_start=(prompt, first))
         rows = torch.tensor([0, 3, 5, n - 1])
         rest = exact_copy(input_ids=ids[rows, 9:], num_logits_to_keep=4,
