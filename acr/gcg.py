@@ -562,7 +562,8 @@ def _teacher_forced(problem: Problem, model: Any, cache: tuple | None, candidate
 
 
 def score_candidates(problem: Problem, candidates: Tensor, below: float = float("inf"),
-                     base: Tensor | None = None) -> tuple[Tensor, Tensor, Tensor]:
+                     base: Tensor | None = None,
+                     confirm: Callable[[list[int]], bool] | None = None) -> tuple[Tensor, Tensor, Tensor]:
     """Teacher-forced loss and exact-match flag of every candidate that can matter: ``(losses, matches, exact)``
     on CPU.
 
@@ -583,38 +584,86 @@ def score_candidates(problem: Problem, candidates: Tensor, below: float = float(
 
     ``base`` is the prompt the candidates were drawn from (GCG's current one): a screen that can
     (:class:`acr.llama_screen.SharedStartLlama`) takes the K/V of the tokens a candidate shares with it from it.
+
+    ``confirm(indices)`` is given the model's matches, lowest loss first, and says whether one of them is
+    accepted (real generation confirmed it). With a screen, the near-matches are then re-scored in batches
+    (see :data:`RECHECK_BATCHES`), the screen's closest to a match first and the best-ranked last, and
+    re-scoring stops at the first batch with an accepted match: the rest are left to the screen (not
+    ``exact``, no match). GCG needs only one match to end a length; when a step has many near-matches
+    (typically the step that ends it), re-scoring all of them cost more than the step's screen pass.
     """
     screen = problem.screen
     if screen is None:
         losses, matches, _ = _teacher_forced(problem, problem.model, problem.prefix_cache, candidates, keep=1,
                                              below=below, base=base)
         problem.forward_passes += candidates.shape[0]
+        if confirm is not None and matches.any():
+            confirm(_by_loss(matches.nonzero().flatten(), losses))
         return losses, matches, torch.isfinite(losses)
     losses, _, margins = _teacher_forced(problem, screen.model, screen.prefix_cache, candidates,
                                          keep=screen.rerank, reach=screen.reach, base=base)
     problem.forward_passes += candidates.shape[0]
-    exact = margins > -screen.reach
+    near = margins > -screen.reach
     ranked = losses.topk(min(screen.rerank, losses.shape[0]), largest=False).indices
-    exact[ranked[losses[ranked] < below + screen.rerank_reach]] = True
-    chosen = exact.nonzero().flatten()
-    if chosen.numel() == 0:  # nothing near a match, nothing that could be lower than the current prompt
-        return losses, torch.zeros(candidates.shape[0], dtype=torch.bool), exact
-    exact_losses, exact_matches, exact_margins = _teacher_forced(problem, problem.model, problem.prefix_cache,
-                                                                 candidates[chosen])
-    problem.exact_rechecks += chosen.numel()
-    near = margins[chosen] > -screen.reach
-    if near.any():
-        errors = (exact_margins[near] - margins[chosen][near]).abs()
-        screen.largest_error = max(screen.largest_error, float(errors.max()))
-    both = torch.isfinite(losses[chosen])  # a near-match the screen stopped scoring has no screened loss
-    if both.any():
-        over = losses[chosen][both] - exact_losses[both]
-        screen.largest_overestimate = max(screen.largest_overestimate, float(over.max()))
+    ranked = ranked[losses[ranked] < below + screen.rerank_reach]
+    ranked = ranked[~near[ranked]]
+    closest = near.nonzero().flatten()
+    closest = closest[margins[closest].argsort(descending=True, stable=True)]
+    exact = torch.zeros(candidates.shape[0], dtype=torch.bool)
     matches = torch.zeros(candidates.shape[0], dtype=torch.bool)
-    matches[chosen] = exact_matches
     losses = losses.clone()
-    losses[chosen] = exact_losses
+    for chosen in _recheck_batches(closest, ranked, batched=confirm is not None):
+        exact_losses, exact_matches, exact_margins = _teacher_forced(problem, problem.model, problem.prefix_cache,
+                                                                     candidates[chosen])
+        problem.exact_rechecks += chosen.numel()
+        was_near = near[chosen]
+        if was_near.any():
+            errors = (exact_margins[was_near] - margins[chosen][was_near]).abs()
+            screen.largest_error = max(screen.largest_error, float(errors.max()))
+        both = torch.isfinite(losses[chosen])  # a near-match the screen stopped scoring has no screened loss
+        if both.any():
+            over = losses[chosen][both] - exact_losses[both]
+            screen.largest_overestimate = max(screen.largest_overestimate, float(over.max()))
+        exact[chosen] = True
+        matches[chosen] = exact_matches
+        losses[chosen] = exact_losses
+        if confirm is not None and exact_matches.any() and confirm(_by_loss(chosen[exact_matches], losses)):
+            break
     return losses, matches, exact
+
+
+# With a ``confirm`` callback, a screen's near-matches are re-scored by the model in batches of these sizes
+# (then of the last size), closest to a match first; the best-ranked candidates close the last batch.
+# Measured on SmolLM2 (float32, 2 threads, the benchmark's 29-token counting target at 5 prompt tokens): a
+# re-check costs about 90 ms plus 85 ms per candidate, and the step that ends a length had 15 and 33
+# near-matches, of which 1 and 7 matched.
+RECHECK_BATCHES = (4, 8, 16)
+
+
+def _recheck_batches(closest: Tensor, ranked: Tensor, *, batched: bool) -> list[Tensor]:
+    """The candidates the model re-scores, in the batches it scores them: ``closest`` (near-matches, closest
+    first) in :data:`RECHECK_BATCHES`, ``ranked`` (best-ranked, not near) with the last; one batch of all
+    when not ``batched``. No batch is empty."""
+    if not batched:
+        whole = torch.cat([closest, ranked]).sort().values
+        return [whole] if whole.numel() else []
+    batches, start = [], 0
+    for index in range(closest.numel()):
+        size = RECHECK_BATCHES[min(len(batches), len(RECHECK_BATCHES) - 1)]
+        if index - start + 1 == size or index == closest.numel() - 1:
+            batches.append(closest[start:index + 1])
+            start = index + 1
+    if ranked.numel():
+        if batches:
+            batches[-1] = torch.cat([batches[-1], ranked])
+        else:
+            batches.append(ranked)
+    return batches
+
+
+def _by_loss(indices: Tensor, losses: Tensor) -> list[int]:
+    """``indices`` ordered by their ``losses``, lowest first (ties in index order)."""
+    return indices[losses[indices].argsort(stable=True)].tolist()
 
 
 @dataclass
@@ -634,15 +683,32 @@ def random_prompt(allowed: Tensor, length: int, generator: torch.Generator) -> T
     return pool[torch.randint(0, pool.shape[0], (length,), generator=generator)]
 
 
-def _first_verified(problem: Problem, candidates: Tensor, losses: Tensor, matches: Tensor,
-                    verify: Callable[[list[int]], bool]) -> tuple[int | None, int]:
-    """Index of the lowest-loss matching candidate that real greedy generation confirms, and rejections."""
-    rejected = 0
-    for index in sorted(matches.nonzero().flatten().tolist(), key=lambda i: float(losses[i])):
-        if verify(problem.input_ids(candidates[index])):
-            return index, rejected
-        rejected += 1
-    return None, rejected
+class _Verifier:
+    """Real greedy generation over a step's teacher-forced matches, lowest loss first (the ``confirm`` of
+    :func:`score_candidates`): the first it confirms is the step's ``hit``; the ones it rejects (a near-tie
+    that batched and incremental numerics break differently) are counted, not accepted."""
+
+    def __init__(self, problem: Problem, verify: Callable[[list[int]], bool]) -> None:
+        self.problem, self.verify = problem, verify
+        self.rejected = 0
+        self.hit: int | None = None
+
+    def of(self, candidates: Tensor, usable: Tensor | None = None) -> Callable[[list[int]], bool]:
+        """The ``confirm`` for one step's ``candidates``; ``usable``: a bool per candidate, those that may end the
+        length (a start that fails the ``keep`` filter may not)."""
+        self.hit = None
+
+        def confirm(indices: list[int]) -> bool:
+            for index in indices:
+                if usable is not None and not usable[index]:
+                    continue
+                if self.verify(self.problem.input_ids(candidates[index])):
+                    self.hit = index
+                    return True
+                self.rejected += 1
+            return False
+
+        return confirm
 
 
 def _best_exact(losses: Tensor, exact: Tensor) -> tuple[int, float]:
@@ -669,15 +735,13 @@ def optimize_length(problem: Problem, init_ids: Tensor, *, steps: int, search_wi
     for such swaps), the step swaps one more position instead.
     """
     starts = (init_ids if init_ids.dim() == 2 else init_ids.unsqueeze(0)).cpu()
-    losses, matches, exact = score_candidates(problem, starts)
-    if problem.keep is not None:  # a start that may not be used is still a place to optimize from
-        matches &= problem.keep(starts)
+    verifier = _Verifier(problem, verify)
+    # a start that may not be used is still a place to optimize from
+    usable = problem.keep(starts) if problem.keep is not None else None
+    losses, _, exact = score_candidates(problem, starts, confirm=verifier.of(starts, usable))
+    if verifier.hit is not None:
+        return LengthOutcome(starts[verifier.hit].clone(), float(losses[verifier.hit]), True, 0, verifier.rejected)
     scored = {tuple(row) for row in starts.tolist()}
-    false_matches = 0
-    if matches.any():
-        hit, false_matches = _first_verified(problem, starts, losses, matches, verify)
-        if hit is not None:
-            return LengthOutcome(starts[hit].clone(), float(losses[hit]), True, 0, false_matches)
     best, best_loss = _best_exact(losses, exact)
     current = starts[best].clone()
     grad = None
@@ -697,14 +761,13 @@ def optimize_length(problem: Problem, init_ids: Tensor, *, steps: int, search_wi
                 break
         if candidates.shape[0] == 0:  # every reachable prompt has been scored: nothing left to try
             break
-        losses, matches, exact = score_candidates(problem, candidates, below=best_loss, base=current)
+        losses, _, exact = score_candidates(problem, candidates, below=best_loss, base=current,
+                                            confirm=verifier.of(candidates))
         scored.update(tuple(row) for row in candidates.tolist())
-        if matches.any():
-            hit, rejected = _first_verified(problem, candidates, losses, matches, verify)
-            false_matches += rejected
-            if hit is not None:
-                return LengthOutcome(candidates[hit].clone(), float(losses[hit]), True, done, false_matches)
+        if verifier.hit is not None:
+            return LengthOutcome(candidates[verifier.hit].clone(), float(losses[verifier.hit]), True, done,
+                                 verifier.rejected)
         best, loss = _best_exact(losses, exact)
         if loss < best_loss:
             best_loss, current, grad = loss, candidates[best].clone(), None
-    return LengthOutcome(current, best_loss, False, done, false_matches)
+    return LengthOutcome(current, best_loss, False, done, verifier.rejected)

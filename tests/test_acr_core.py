@@ -303,6 +303,82 @@ def test_screened_scoring_keeps_the_exact_match_decision(tiny, kind):
     assert not (strict_matches & ~exact_matches).any() and screen_only.exact_rechecks <= screened.exact_rechecks
 
 
+def test_near_matches_are_rechecked_in_batches_until_one_is_confirmed(tiny):
+    """Given ``confirm`` (real generation, in the search), the screen's near-matches are re-scored closest first,
+    in batches of 4, 8, 16, ..., and re-scoring stops at the first batch with a confirmed match; if none is
+    confirmed, every near-match is re-scored, as without ``confirm``, and each match is offered exactly once."""
+    model, tokenizer = tiny
+    target = tokenizer(QUOTES["caesar"], add_special_tokens=False)["input_ids"]
+    allowed = allowed_token_mask(tokenizer, model.get_input_embeddings().weight.shape[0])
+    candidates = _caesar_candidates(tokenizer, 40)
+    screen_model = screen_copy(model, "bfloat16")
+
+    def problem():  # a margin so wide that every candidate is a near-match
+        return build_problem(model, [tokenizer.bos_token_id], [], target, allowed, search_width=64,
+                             screen_model=screen_model, screen_margin=1e6, screen_rerank=3)
+
+    whole = problem()
+    losses, matches, exact = score_candidates(whole, candidates)
+    assert exact.all() and whole.exact_rechecks == len(candidates) and matches[0]
+    offered: list[list[int]] = []
+    rejecting = problem()
+    rejected = score_candidates(rejecting, candidates, confirm=lambda indices: offered.append(indices) is not None)
+    assert [t.tolist() for t in rejected] == [t.tolist() for t in (losses, matches, exact)]
+    assert rejecting.exact_rechecks == len(candidates)
+    assert sorted(i for batch in offered for i in batch) == matches.nonzero().flatten().tolist()
+    assert all(batch == sorted(batch, key=lambda i: float(losses[i])) for batch in offered)
+    # Accepting the first match offered: only the batches up to it are re-scored, closest to a match first.
+    screen = whole.screen
+    screen_margins = acr_gcg._teacher_forced(whole, screen.model, screen.prefix_cache, candidates)[2]
+    closest = screen_margins.argsort(descending=True, stable=True).tolist()
+    batches = acr_gcg._recheck_batches(torch.tensor(closest), torch.tensor([], dtype=torch.long), batched=True)
+    assert [b.numel() for b in batches] == [4, 8, 16, 16, 5]
+    assert offered == [sorted(b[matches[b]].tolist(), key=lambda i: float(losses[i])) for b in batches
+                       if matches[b].any()]
+    accepting = problem()
+    accepted: list[int] = []
+    _, first_matches, first_exact = score_candidates(
+        accepting, candidates, confirm=lambda indices: accepted.append(indices[0]) is None)
+    rechecked = next(sum(b.numel() for b in batches[:i + 1]) for i, b in enumerate(batches) if matches[b].any())
+    assert accepting.exact_rechecks == rechecked < len(candidates)
+    assert sorted(first_exact.nonzero().flatten().tolist()) == sorted(closest[:rechecked])
+    assert first_matches.tolist() == (matches & first_exact).tolist() and accepted[0] in closest[:rechecked]
+    assert acr_gcg._recheck_batches(torch.arange(30), torch.tensor([40, 41]), batched=True)[-1].tolist() == \
+        [28, 29, 40, 41]
+    assert [b.numel() for b in acr_gcg._recheck_batches(torch.arange(30), torch.tensor([40]), batched=True)] == \
+        [4, 8, 16, 3]
+    assert [b.tolist() for b in acr_gcg._recheck_batches(torch.tensor([], dtype=torch.long), torch.tensor([5]),
+                                                         batched=True)] == [[5]]
+    assert acr_gcg._recheck_batches(torch.tensor([3, 1]), torch.tensor([2]), batched=False)[0].tolist() == [1, 2, 3]
+
+
+@pytest.mark.parametrize("screened", [False, True])
+def test_a_match_generation_rejects_is_counted_and_the_next_one_tried(tiny, screened):
+    """Teacher-forced matches go to real generation lowest loss first; one it rejects is counted as a false
+    match and the next is tried, with or without a screen."""
+    model, tokenizer = tiny
+    target = tokenizer(QUOTES["caesar"], add_special_tokens=False)["input_ids"]
+    allowed = allowed_token_mask(tokenizer, model.get_input_embeddings().weight.shape[0])
+    starts = _caesar_candidates(tokenizer, 40)
+    screen = {"screen_model": screen_copy(model, "bfloat16"), "screen_margin": 1e6} if screened else {}
+    problem = build_problem(model, [tokenizer.bos_token_id], [], target, allowed, search_width=64, **screen)
+    plain = build_problem(model, [tokenizer.bos_token_id], [], target, allowed, search_width=64)
+    losses, matches, _ = score_candidates(plain, starts)
+    order = sorted(matches.nonzero().flatten().tolist(), key=lambda i: float(losses[i]))
+    assert len(order) >= 2
+    offered = []
+
+    def verify(input_ids):
+        offered.append(input_ids)
+        return len(offered) == 2
+
+    outcome = optimize_length(problem, starts, steps=3, search_width=8, topk=4, n_replace=1,
+                              generator=torch.Generator().manual_seed(0), verify=verify)
+    assert outcome.success and outcome.steps == 0 and outcome.false_matches == 1
+    assert offered == [problem.input_ids(starts[i]) for i in order[:2]]
+    assert outcome.prompt_ids.tolist() == starts[order[1]].tolist()
+
+
 def test_best_ranked_are_rechecked_only_when_they_could_beat_the_current_prompt(tiny):
     """The screen's best-ranked candidates are re-scored (to choose GCG's move) only when their screened loss is
     within ``rerank_reach`` above the current prompt's: never a move lost within the screen's errors seen, and
