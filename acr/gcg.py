@@ -638,6 +638,9 @@ def score_candidates(problem: Problem, candidates: Tensor, below: float = float(
 # re-check costs about 90 ms plus 85 ms per candidate, and the step that ends a length had 15 and 33
 # near-matches, of which 1 and 7 matched.
 RECHECK_BATCHES = (4, 8, 16)
+# How a screened search re-checks near-matches: named in the resume fingerprint of runs with a screen, so rows a
+# search made when every near-match was re-checked at once (it could end a length on another match) are not mixed in.
+RECHECKS = "batched-until-confirmed"
 
 
 def _recheck_batches(closest: Tensor, ranked: Tensor, *, batched: bool) -> list[Tensor]:

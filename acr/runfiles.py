@@ -11,9 +11,9 @@
 
 Resuming: a row is reused when its target text, model, seed and config fingerprint all match the
 current run (the fingerprint covers the config and what it resolved to on this machine: model dtype,
-device and screen dtype); every other target is computed. An interruption can leave a half-written last line; it is
-dropped (the file is rewritten atomically without it) before the run goes on. Rows of a *different*
-run (other model, seed or config) are never mixed in: the directory is refused instead.
+device, screen dtype and how it ran, linear kernels); every other target is computed. An interruption can
+leave a half-written last line; it is dropped (the file is rewritten atomically without it) before the run
+goes on. Rows of a *different* run (other model, seed or config) are never mixed in: the directory is refused instead.
 """
 
 from __future__ import annotations

@@ -18,6 +18,7 @@ import pytest
 import torch
 from markupsafe import escape
 
+from acr.gcg import RECHECKS
 from evalkit.cli import main
 from tests.acr_models import QUOTES, build_tokenizer, random_strings, train
 from tests.helpers import jsonl_lines, read_jsonl
@@ -117,6 +118,7 @@ def test_run_writes_results_summary_and_escaped_report(models, first_run):
     assert forward == ("llama-shared-start" if rows[0]["screen_dtype"] == "bfloat16" else None)
     assert summary["resolved"] == {"dtype": "float32", "device": "cpu", "screen_dtype": rows[0]["screen_dtype"],
                                    **({"screen_forward": forward} if forward else {}),
+                                   **({"screen_rechecks": RECHECKS} if rows[0]["screen_dtype"] else {}),
                                    **({"linear_kernels": packed} if packed else {})}
     kernels = summary["linear_kernel_measurement"]
     assert packed == kernels["chosen"] and all(r["linear_kernels"]["packed"] == packed for r in rows)

@@ -217,6 +217,10 @@ class _Searcher:
         forward = screen_forward(runner.model, self.screen[0])
         if forward not in (None, "transformers"):  # as packing: a run with transformers' forward keeps its fingerprint
             resolved["screen_forward"] = forward
+        if self.screen[0] is not None:  # only screened searches re-check near-matches
+            from acr.gcg import RECHECKS
+
+            resolved["screen_rechecks"] = RECHECKS
         if self.linear_kernels[0]:  # only when packed: a run without packing keeps its earlier fingerprint
             resolved["linear_kernels"] = list(self.linear_kernels[0])
         return {"model_id": _model_id(runner, self.spec), "resolved": resolved, "describe": describe,
