@@ -651,11 +651,10 @@ def _recheck_batches(closest: Tensor, ranked: Tensor, *, batched: bool) -> list[
         whole = torch.cat([closest, ranked]).sort().values
         return [whole] if whole.numel() else []
     batches, start = [], 0
-    for index in range(closest.numel()):
+    while start < closest.numel():
         size = RECHECK_BATCHES[min(len(batches), len(RECHECK_BATCHES) - 1)]
-        if index - start + 1 == size or index == closest.numel() - 1:
-            batches.append(closest[start:index + 1])
-            start = index + 1
+        batches.append(closest[start:start + size])
+        start += size
     if ranked.numel():
         if batches:
             batches[-1] = torch.cat([batches[-1], ranked])
