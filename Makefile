@@ -47,7 +47,7 @@ bench: $(STAMP)
 	$(BIN)/python benchmarks/bench_cli_startup.py
 	$(BIN)/python benchmarks/bench_remote.py
 	$(BIN)/python benchmarks/bench_scoring.py
-	-$(BIN)/python benchmarks/bench_startup.py  # prints its verdict; the 8x target is not met yet
+	-$(BIN)/python benchmarks/bench_startup.py  # prints its verdict; the 8x target is not met on 2 cores (README)
 	$(BIN)/python benchmarks/bench_generation.py
 	$(BIN)/python benchmarks/bench_compare.py
 	$(BIN)/python benchmarks/bench_report.py
